@@ -1,0 +1,47 @@
+# AlignScope — every target installs what it needs into a local .venv first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+PYTHON ?= python3
+
+.PHONY: help install test validate site serve reproduce train
+
+help:
+	@echo "make reproduce   install if needed, run the experiment matrix (not yet: see README), build the site"
+	@echo "make test        install if needed, run the test suite"
+	@echo "make validate    check every YAML record (file:line errors)"
+	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
+	@echo "make serve       preview the site on http://127.0.0.1:8000"
+	@echo "make train       rebuild the embedded tiny LLaVA (not yet: see README)"
+
+install: $(STAMP)
+
+# torch==2.13.0 goes in first (a CPU build on these machines); a torch you already have is kept.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+validate: install
+	$(BIN)/alignscope validate
+
+site: install
+	$(BIN)/alignscope site
+
+serve: install
+	$(BIN)/alignscope site --no-build
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+# For now reproduce = validate + build the site; the experiment runner joins it in a later increment.
+reproduce: install validate site
+
+train: install
+	@echo "make train: the embedded tiny LLaVA and its training recipe are not built yet (see README, 'Status')." >&2
+	@exit 1

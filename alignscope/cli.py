@@ -1,0 +1,273 @@
+"""The ``alignscope`` command: a thin front door over site_gen (knowledge) and plugins (experiments).
+
+No logic lives here beyond argument handling and printing.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="AlignScope: a living survey of LVLM alignment and misalignment.")
+graph_app = typer.Typer(no_args_is_help=True, help="Query and export the knowledge graph.")
+app.add_typer(graph_app, name="graph")
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    github = "github"
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _load(root: Path, fmt: OutputFormat = OutputFormat.text, quiet: bool = False):
+    """Load the knowledge base; print every issue and exit 1 if there are any."""
+    from site_gen.load import load_knowledge_base
+
+    t0 = time.perf_counter()
+    kb, issues = load_knowledge_base(root)
+    elapsed = time.perf_counter() - t0
+    if issues:
+        for issue in issues:
+            typer.echo(issue.github() if fmt is OutputFormat.github else issue.format())
+        files = len({i.path for i in issues})
+        _err(f"{len(issues)} error{'s' * (len(issues) != 1)} in {files} file{'s' * (files != 1)}")
+        raise typer.Exit(1)
+    if not quiet:
+        counts = ", ".join(f"{v} {k}" for k, v in kb.counts().items())
+        typer.echo(f"ok: {counts} ({elapsed:.2f} s)")
+    return kb
+
+
+@app.command()
+def validate(
+    root: Path = typer.Argument(Path("."), help="Checkout to validate (holds taxonomy/ and papers/)."),
+    format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text: path:line key: message; github: ::error annotations."),
+) -> None:
+    """Load every YAML record, report every error with file and line; exit 1 on any error."""
+    _load(root, format)
+
+
+@app.command()
+def schema(
+    root: Path = typer.Option(Path("."), help="Checkout whose taxonomy supplies the ID enums."),
+    out: Optional[Path] = typer.Option(None, help="Write the JSON Schema here instead of standard output."),
+    kind: str = typer.Option("paper", help="paper or taxonomy."),
+) -> None:
+    """Export the JSON Schema of a paper (or taxonomy) record, for editor completion."""
+    from site_gen.jsonschema import record_schema
+
+    if kind not in ("paper", "taxonomy"):
+        _err(f"--kind must be 'paper' or 'taxonomy', not {kind!r}")
+        raise typer.Exit(2)
+    text = json.dumps(record_schema(kind, root), indent=2, sort_keys=True) + "\n"
+    if out:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("new-paper")
+def new_paper(
+    bibtex: Optional[str] = typer.Argument(None, help="BibTeX file, or '-' for standard input."),
+    title: Optional[str] = typer.Option(None, help="Title (overrides the BibTeX entry)."),
+    author: Optional[List[str]] = typer.Option(None, help="An author, 'First Last'; repeat for each."),
+    year: Optional[int] = typer.Option(None),
+    venue: Optional[str] = typer.Option(None),
+    arxiv: Optional[str] = typer.Option(None, help="arXiv id, e.g. 2311.16922."),
+    doi: Optional[str] = typer.Option(None),
+    url: Optional[str] = typer.Option(None),
+    summary: Optional[str] = typer.Option(None, help="Two or three sentences in your own words."),
+    tag: Optional[List[str]] = typer.Option(None, help="Taxonomy node id; repeat for each."),
+    root: Path = typer.Option(Path("."), help="Checkout to add the record to."),
+) -> None:
+    """Create papers/<free id>.yaml from a BibTeX entry or flags, then validate the knowledge base."""
+    from site_gen.load import load_knowledge_base
+    from site_gen.scaffold import BibtexError, fields_from_bibtex, parse_bibtex, write_new_paper
+
+    fields: dict = {"title": None, "authors": [], "year": None, "venue": None, "arxiv": None, "doi": None, "url": None}
+    try:
+        if bibtex:
+            text = sys.stdin.read() if bibtex == "-" else Path(bibtex).read_text(encoding="utf-8")
+            fields.update(fields_from_bibtex(parse_bibtex(text)))
+    except (OSError, UnicodeDecodeError) as exc:
+        _err(f"cannot read {bibtex}: {exc}")
+        raise typer.Exit(2)
+    except BibtexError as exc:
+        _err(f"{bibtex}: {exc}")
+        raise typer.Exit(2)
+    overrides = {"title": title, "authors": author or None, "year": year, "venue": venue, "arxiv": arxiv, "doi": doi, "url": url}
+    fields.update({k: v for k, v in overrides.items() if v})
+    kb, _ = load_knowledge_base(root)
+    try:
+        path = write_new_paper(root, fields, summary, list(tag or []), set(kb.papers))
+    except BibtexError as exc:
+        _err(str(exc))
+        raise typer.Exit(2)
+    typer.echo(f"created {path}")
+    _, issues = load_knowledge_base(root)
+    mine = [i for i in issues if Path(root, i.path) == path]
+    for issue in mine:
+        typer.echo(issue.format())
+    if mine:
+        _err(f"edit {path} to fix the {len(mine)} issue(s) above, then run: alignscope validate")
+        raise typer.Exit(1)
+    typer.echo("the new record validates")
+
+
+# ---------------------------------------------------------------- graph
+
+
+def _graph(root: Path):
+    from site_gen.graph import build_graph
+
+    return build_graph(_load(root, quiet=True))
+
+
+def _node(g, name: str) -> str:
+    from site_gen.graph import resolve_node
+    from site_gen.load import did_you_mean
+
+    found = resolve_node(g, name)
+    if found is None:
+        _err(f"no single node named {name!r}{did_you_mean(name, list(g))} (use type:id, e.g. method:vcd)")
+        raise typer.Exit(2)
+    return found
+
+
+def _level(level: str) -> str:
+    if level not in ("object", "attribute", "relation"):
+        _err(f"level must be object, attribute or relation, not {level!r}")
+        raise typer.Exit(2)
+    return level
+
+
+@graph_app.command("stats")
+def graph_stats(root: Path = typer.Option(Path("."))) -> None:
+    """Node and edge counts by type."""
+    from collections import Counter
+
+    g = _graph(root)
+    for t, n in sorted(Counter(a["type"] for _, a in g.nodes(data=True)).items()):
+        typer.echo(f"node {t:<10} {n}")
+    for t, n in sorted(Counter(t for *_, t in g.edges(data="type")).items()):
+        typer.echo(f"edge {t:<16} {n}")
+
+
+@graph_app.command("methods")
+def graph_methods(level: str = typer.Argument(..., help="object, attribute or relation"), root: Path = typer.Option(Path("."))) -> None:
+    """Methods that target a misalignment level."""
+    from site_gen.graph import methods_for_level
+
+    for m in methods_for_level(_graph(root), _level(level)):
+        typer.echo(m)
+
+
+@graph_app.command("benchmarks")
+def graph_benchmarks(level: str = typer.Argument(..., help="object, attribute or relation"), root: Path = typer.Option(Path("."))) -> None:
+    """Benchmarks whose dimensions cover a misalignment level."""
+    from site_gen.graph import benchmarks_for_level
+
+    for b in benchmarks_for_level(_graph(root), _level(level)):
+        typer.echo(b)
+
+
+@graph_app.command("tree")
+def graph_tree(node: str = typer.Argument("mitigation", help="Taxonomy id of the subtree root."), root: Path = typer.Option(Path("."))) -> None:
+    """The family tree below a taxonomy node, with the methods in each family."""
+    from site_gen.graph import family_tree
+
+    g = _graph(root)
+    try:
+        tree = family_tree(g, node)
+    except KeyError:
+        _node(g, f"taxonomy:{node}")
+        raise
+
+    def show(t: dict, depth: int) -> None:
+        methods = f"  [{', '.join(t['methods'])}]" if t["methods"] else ""
+        typer.echo(f"{'  ' * depth}{t['id']}  ({t['label']}){methods}")
+        for c in t["children"]:
+            show(c, depth + 1)
+
+    show(tree, 0)
+
+
+@graph_app.command("papers")
+def graph_papers(node: str = typer.Argument(..., help="Taxonomy id, e.g. mitigation/parameter-frozen."), root: Path = typer.Option(Path("."))) -> None:
+    """Papers tagged with a taxonomy node (or below it), or introducing a method in it."""
+    from site_gen.graph import papers_in_family
+
+    g = _graph(root)
+    _node(g, f"taxonomy:{node}")
+    for p in papers_in_family(g, node):
+        typer.echo(p)
+
+
+@graph_app.command("neighbours")
+def graph_neighbours(node: str = typer.Argument(..., help="type:id or a unique id, e.g. method:vcd."), root: Path = typer.Option(Path("."))) -> None:
+    """Every edge touching a node."""
+    from site_gen.graph import neighbours
+
+    g = _graph(root)
+    for direction, kind, other in neighbours(g, _node(g, node)):
+        arrow = "->" if direction == "out" else "<-"
+        typer.echo(f"{arrow} {kind:<16} {other}")
+
+
+@graph_app.command("export")
+def graph_export(
+    graphml: Optional[Path] = typer.Option(None, help="Write GraphML here."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write node-link JSON here."),
+    root: Path = typer.Option(Path(".")),
+) -> None:
+    """Export the graph as GraphML and/or node-link JSON."""
+    from site_gen.graph import export_graphml, export_node_link
+
+    if not graphml and not json_path:
+        _err("give --graphml FILE and/or --json FILE")
+        raise typer.Exit(2)
+    g = _graph(root)
+    if graphml:
+        export_graphml(g, graphml)
+        typer.echo(f"wrote {graphml}")
+    if json_path:
+        export_node_link(g, json_path)
+        typer.echo(f"wrote {json_path}")
+
+
+# ---------------------------------------------------------------- site
+
+
+@app.command()
+def site(
+    root: Path = typer.Option(Path("."), help="Checkout holding taxonomy/, papers/, results/ and mkdocs.yml."),
+    build: bool = typer.Option(True, help="Run 'mkdocs build --strict' after generating the pages."),
+) -> None:
+    """Generate the docs pages from the records, then build the static site into site/."""
+    from site_gen.render import build_site, generate_docs
+
+    kb = _load(root)
+    t0 = time.perf_counter()
+    n = generate_docs(kb, root)
+    typer.echo(f"generated {n} pages in {time.perf_counter() - t0:.2f} s")
+    if build:
+        t0 = time.perf_counter()
+        build_site(root)
+        typer.echo(f"built site/ in {time.perf_counter() - t0:.2f} s")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

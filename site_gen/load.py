@@ -1,0 +1,461 @@
+"""Load and validate the knowledge base, collecting every error with its file and line.
+
+Records are untrusted input (they arrive by pull request), so parsing is defensive:
+safe YAML only (no ``!!python/...`` or any other non-core tag, never executed), a
+size limit checked before the file is read, no aliases (an alias bomb cannot
+expand), duplicate keys rejected, one document per file, regular files only.
+
+Every problem becomes an :class:`Issue` ``path:line key.path: message``; loading never
+stops at the first one and never raises for bad input.
+
+>>> kb, issues = load_knowledge_base(Path("."))   # doctest: +SKIP
+>>> print("\\n".join(i.format() for i in issues))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .schema import CAUSE_ROOT, Benchmark, Method, Model, Paper, TaxonomyNode, normalise_title
+
+MAX_RECORD_BYTES = 512 * 1024
+"""Largest record file accepted; a paper record is a few kB, the survey's own about 15 kB."""
+MAX_DEPTH = 64
+"""Deepest nesting accepted in a record; real records stay below 10."""
+RECORD_DIRS = ("taxonomy", "papers")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+_CORE_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
+)
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One problem in one file, located to a line and a key path."""
+
+    path: str
+    line: int
+    key: str
+    message: str
+
+    def format(self) -> str:
+        where = f"{self.path}:{self.line}"
+        return f"{where} {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+    def github(self) -> str:
+        # GitHub workflow command; '%', CR and LF must be escaped in the message part.
+        text = f"{self.key}: {self.message}" if self.key else self.message
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return f"::error file={self.path},line={self.line}::{text}"
+
+
+class _Located(Exception):
+    def __init__(self, mark, message: str):
+        super().__init__(message)
+        self.line = (mark.line + 1) if mark is not None else 1
+        self.message = message
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases, so an alias bomb stops at the first ``*ref``."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Located(event.start_mark, f"alias *{event.anchor} is not allowed: write the value out in full")
+        return super().compose_node(parent, index)
+
+
+# ---------------------------------------------------------------- YAML → (data, node)
+
+
+@dataclass
+class SourceFile:
+    """A parsed record file: its path (relative to the root), its node tree and its data."""
+
+    path: str
+    node: yaml.MappingNode
+    data: dict
+
+    def line_of(self, loc: Iterable[Any]) -> int:
+        """1-based line of the value at ``loc`` (key names and list indices); nearest parent if absent."""
+        return _walk(self.node, loc)[0]
+
+
+def _walk(node, loc: Iterable[Any]) -> tuple[int, Any]:
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    # A block list or mapping starts on the line after its key: point at the key.
+                    starts_later = value_node.start_mark.line > key_node.start_mark.line
+                    anchor = key_node if starts_later and not isinstance(value_node, yaml.ScalarNode) else value_node
+                    line = anchor.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line, node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            continue  # pydantic-internal loc parts (e.g. union tags) have no YAML counterpart
+    return line, node
+
+
+def _check_tree(root, rel: str) -> list[Issue]:
+    """Non-core tags, duplicate keys and excessive depth, found without recursion."""
+    issues = []
+    stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        line = node.start_mark.line + 1
+        if depth > MAX_DEPTH:
+            issues.append(Issue(rel, line, "", f"nesting deeper than {MAX_DEPTH} levels"))
+            continue
+        if node.tag not in _CORE_TAGS:
+            issues.append(Issue(rel, line, "", f"tag {node.tag!r} is not allowed: records are plain YAML (strings, numbers, lists, mappings)"))
+            continue
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    issues.append(Issue(rel, key_node.start_mark.line + 1, "", "a key must be a plain string"))
+                    continue
+                k = key_node.value
+                if k in seen:
+                    issues.append(Issue(rel, key_node.start_mark.line + 1, k, f"duplicate key (first defined at line {seen[k]})"))
+                else:
+                    seen[k] = key_node.start_mark.line + 1
+                stack.append((key_node, depth + 1))
+                stack.append((value_node, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+    return sorted(issues)
+
+
+def parse_record_file(path: Path, rel: str, expected: str) -> tuple[Optional[SourceFile], list[Issue]]:
+    """Parse one file safely; ``expected`` names the keys a record needs, for the empty-file message."""
+    if path.is_symlink() or not path.is_file():
+        return None, [Issue(rel, 1, "", "not a regular file (symbolic links are not accepted)")]
+    size = path.stat().st_size
+    if size > MAX_RECORD_BYTES:
+        return None, [Issue(rel, 1, "", f"file is {size:,} bytes; a record may be at most {MAX_RECORD_BYTES:,} bytes")]
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return None, [Issue(rel, line, "", "file is not valid UTF-8")]
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, [Issue(rel, 1, "", f"empty file: expected a mapping with {expected}")]
+        if not isinstance(node, yaml.MappingNode):
+            kind = {yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}.get(type(node), "something else")
+            return None, [Issue(rel, node.start_mark.line + 1, "", f"expected a mapping with {expected} at the top level, found {kind}")]
+        issues = _check_tree(node, rel)
+        if issues:
+            return None, issues
+        data = loader.construct_document(node)
+    except _Located as exc:
+        return None, [Issue(rel, exc.line, "", exc.message)]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        return None, [Issue(rel, line, "", f"YAML syntax error: {what}")]
+    except yaml.YAMLError as exc:
+        return None, [Issue(rel, 1, "", f"YAML error: {exc}")]
+    except RecursionError:
+        return None, [Issue(rel, 1, "", f"nesting deeper than {MAX_DEPTH} levels")]
+    finally:
+        loader.dispose()
+    return SourceFile(rel, node, data), []
+
+
+# ---------------------------------------------------------------- pydantic errors → Issues
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model class that owns the last key of ``loc`` (for "did you mean")."""
+    current: Any = cls
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        if isinstance(part, int):
+            continue
+        field_info = current.model_fields.get(part)
+        if field_info is None:
+            return current
+        current = _unwrap(field_info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation):
+    """Reach the model class inside list[...] / Optional[...] / Annotated[...]."""
+    for _ in range(6):
+        args = typing.get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return models[0]
+        if not args:
+            return annotation
+        annotation = args[0]
+    return annotation
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and not (part.startswith("function-") or "[" in part):  # pydantic-internal parts
+            out += ("." if out else "") + part
+    return out
+
+
+def validation_issues(err: ValidationError, src: SourceFile, cls: type[BaseModel]) -> list[Issue]:
+    issues = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            owner = _model_at(cls, loc[:-1])
+            allowed = list(owner.model_fields) if owner else []
+            msg = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], allowed)}"
+            if allowed and not did_you_mean(loc[-1], allowed):
+                msg += f" (allowed: {', '.join(allowed)})"
+        elif kind == "missing":
+            msg = f"missing required key {loc[-1]!r}"
+        else:
+            msg = e["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            value = e.get("input")
+            if kind in ("string_pattern_mismatch", "literal_error", "enum") and isinstance(value, (str, int, float)):
+                msg = f"{value!r}: {msg}"
+        issues.append(Issue(src.path, src.line_of(loc), _key_path(loc), msg))
+    return issues
+
+
+# ---------------------------------------------------------------- the knowledge base
+
+
+@dataclass
+class KnowledgeBase:
+    """Validated records, indexed by ID. ``where`` maps ``kind:id`` to ``path:line`` of the definition."""
+
+    root: Path
+    taxonomy: dict[str, TaxonomyNode] = field(default_factory=dict)  # full id → node
+    parent: dict[str, Optional[str]] = field(default_factory=dict)
+    papers: dict[str, Paper] = field(default_factory=dict)
+    methods: dict[str, Method] = field(default_factory=dict)
+    benchmarks: dict[str, Benchmark] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)
+    introduced_by: dict[str, str] = field(default_factory=dict)  # "method:vcd" → paper id
+    where: dict[str, tuple[str, int]] = field(default_factory=dict)
+    files: dict[str, SourceFile] = field(default_factory=dict)  # record key → source
+    invalid_papers: set[str] = field(default_factory=set)  # ids of paper files that failed validation
+
+    def nodes_of_kind(self, *kinds: str) -> dict[str, TaxonomyNode]:
+        return {k: n for k, n in self.taxonomy.items() if n.kind in kinds}
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "taxonomy nodes": len(self.taxonomy),
+            "papers": len(self.papers),
+            "methods": len(self.methods),
+            "benchmarks": len(self.benchmarks),
+            "models": len(self.models),
+            "reported results": sum(len(p.reported) for p in self.papers.values()),
+        }
+
+
+def _record_files(root: Path, sub: str) -> list[Path]:
+    base = root / sub
+    if not base.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames if f.endswith(YAML_SUFFIXES) and not f.startswith(".")]
+    return sorted(found)
+
+
+def load_knowledge_base(root: Path) -> tuple[KnowledgeBase, list[Issue]]:
+    """Load ``root/taxonomy`` and ``root/papers``; return the base and every issue found."""
+    root = Path(root)
+    kb = KnowledgeBase(root=root)
+    issues: list[Issue] = []
+    if not any((root / d).is_dir() for d in RECORD_DIRS):
+        return kb, [Issue(str(root), 1, "", f"no {' or '.join(d + '/' for d in RECORD_DIRS)} folder here: is this an AlignScope checkout?")]
+
+    def rel(p: Path) -> str:
+        return p.relative_to(root).as_posix()
+
+    for path in _record_files(root, "taxonomy"):
+        src, errs = parse_record_file(path, rel(path), "keys id, name, kind, summary")
+        issues += errs
+        if src is None:
+            continue
+        try:
+            node = TaxonomyNode.model_validate(src.data)
+        except ValidationError as exc:
+            issues += validation_issues(exc, src, TaxonomyNode)
+            continue
+        _index_taxonomy(kb, node, src, issues)
+
+    for path in _record_files(root, "papers"):
+        src, errs = parse_record_file(path, rel(path), "keys id, title, authors, summary")
+        issues += errs
+        if src is None:
+            continue
+        try:
+            paper = Paper.model_validate(src.data)
+        except ValidationError as exc:
+            issues += validation_issues(exc, src, Paper)
+            if isinstance(src.data.get("id"), str):  # known, though invalid: no cascade of "unknown paper" errors
+                kb.invalid_papers.add(src.data["id"])
+            continue
+        _index_paper(kb, paper, src, path.stem, issues)
+
+    issues += _check_references(kb)
+    return kb, sorted(set(issues))
+
+
+def _define(kb: KnowledgeBase, kind: str, ident: str, src: SourceFile, loc: tuple, issues: list[Issue]) -> bool:
+    """Register ``kind:ident`` as defined at ``src``/``loc``; an ID defined twice is an error naming both places."""
+    key = f"{kind}:{ident}"
+    line = src.line_of(loc)
+    if key in kb.where:
+        other_path, other_line = kb.where[key]
+        issues.append(Issue(src.path, line, _key_path(loc), f"{kind} id {ident!r} is already defined in {other_path}:{other_line}"))
+        return False
+    kb.where[key] = (src.path, line)
+    kb.files[key] = src
+    return True
+
+
+def _index_taxonomy(kb: KnowledgeBase, root: TaxonomyNode, src: SourceFile, issues: list[Issue]) -> None:
+    stack: list[tuple[TaxonomyNode, Optional[str], tuple]] = [(root, None, ())]
+    while stack:
+        node, parent, loc = stack.pop()
+        full = f"{parent}/{node.id}" if parent else node.id
+        if _define(kb, "taxonomy", full, src, loc + ("id",), issues):
+            kb.taxonomy[full] = node
+            kb.parent[full] = parent
+        for i, child in reversed(list(enumerate(node.children))):
+            stack.append((child, full, loc + ("children", i)))
+
+
+def _index_paper(kb: KnowledgeBase, paper: Paper, src: SourceFile, stem: str, issues: list[Issue]) -> None:
+    if paper.id != stem:
+        issues.append(Issue(src.path, src.line_of(("id",)), "id", f"id {paper.id!r} must equal the file name {stem!r}: rename the file to {paper.id}.yaml or change the id"))
+    if not _define(kb, "paper", paper.id, src, ("id",), issues):
+        return
+    kb.papers[paper.id] = paper
+    intro = paper.introduces
+    for kind, items, store in (
+        ("method", intro.methods, kb.methods),
+        ("benchmark", intro.benchmarks, kb.benchmarks),
+        ("model", intro.models, kb.models),
+    ):
+        for i, item in enumerate(items):
+            if _define(kb, kind, item.id, src, ("introduces", kind + "s", i, "id"), issues):
+                store[item.id] = item
+                kb.introduced_by[f"{kind}:{item.id}"] = paper.id
+
+
+def _check_references(kb: KnowledgeBase) -> list[Issue]:
+    """Every cross-reference must resolve; duplicates of the same paper are errors naming both files."""
+    issues: list[Issue] = []
+    families = kb.nodes_of_kind("family")
+    causes = {k[len(CAUSE_ROOT) + 1:]: n for k, n in kb.nodes_of_kind("cause").items()}
+
+    def ref(src: SourceFile, loc: tuple, value: str, pool, what: str, hint: str = "") -> None:
+        if what == "paper" and value in kb.invalid_papers:
+            return  # that file's own errors are reported already
+        if value not in pool:
+            msg = f"unknown {what} {value!r}{did_you_mean(value, pool)}"
+            issues.append(Issue(src.path, src.line_of(loc), _key_path(loc), msg + hint))
+
+    for full, node in kb.taxonomy.items():
+        src = kb.files.get(f"taxonomy:{full}")
+        loc = _taxonomy_loc(kb, full)
+        for i, pid in enumerate(node.references):
+            ref(src, loc + ("references", i), pid, kb.papers, "paper")
+
+    seen_keys: dict[tuple[str, str], tuple[str, int, str]] = {}
+    for pid, paper in kb.papers.items():
+        src = kb.files[f"paper:{pid}"]
+        for i, tag in enumerate(paper.tags):
+            ref(src, ("tags", i), tag, kb.taxonomy, "taxonomy node")
+        for i, cited in enumerate(paper.cites):
+            if cited == pid:
+                issues.append(Issue(src.path, src.line_of(("cites", i)), f"cites[{i}]", "a paper cannot cite itself"))
+            else:
+                ref(src, ("cites", i), cited, kb.papers, "paper")
+        for i, m in enumerate(paper.introduces.methods):
+            base = ("introduces", "methods", i)
+            ref(src, base + ("family",), m.family, families, "mitigation family", " (a taxonomy node of kind 'family')")
+            for j, c in enumerate(m.targets.causes):
+                ref(src, base + ("targets", "causes", j), c, causes, "cause", " (written without the 'cause/' prefix)")
+            for j, e in enumerate(m.extends):
+                ref(src, base + ("extends", j), e, kb.methods, "method")
+        for i, r in enumerate(paper.reported):
+            base = ("reported", i)
+            ref(src, base + ("model",), r.model, kb.models, "model")
+            ref(src, base + ("benchmark",), r.benchmark, kb.benchmarks, "benchmark")
+            if r.method is not None:
+                ref(src, base + ("method",), r.method, kb.methods, "method")
+            bench = kb.benchmarks.get(r.benchmark)
+            if bench is not None and bench.splits and r.split is not None:
+                ref(src, base + ("split",), r.split, bench.splits, f"split of {bench.id}")
+        # The same paper twice: same arXiv id, DOI or normalised title.
+        for key, value in (("arxiv", paper.arxiv), ("doi", paper.doi and paper.doi.lower()), ("title", normalise_title(paper.title))):
+            if not value:
+                continue
+            line = src.line_of((key,))
+            if (key, value) in seen_keys:
+                other_path, other_line, other_id = seen_keys[(key, value)]
+                label = {"arxiv": "arXiv id", "doi": "DOI", "title": "title"}[key]
+                # Reported on both files, each naming the other: either may be the newcomer.
+                issues.append(Issue(src.path, line, key, f"duplicate paper: same {label} as {other_path}:{other_line} ({other_id})"))
+                issues.append(Issue(other_path, other_line, key, f"duplicate paper: same {label} as {src.path}:{line} ({pid})"))
+            else:
+                seen_keys[(key, value)] = (src.path, line, pid)
+    return issues
+
+
+def _taxonomy_loc(kb: KnowledgeBase, full: str) -> tuple:
+    """YAML location of a taxonomy node inside its file, rebuilt from the parent chain."""
+    chain = []
+    cur: Optional[str] = full
+    while kb.parent.get(cur) is not None:
+        parent = kb.parent[cur]
+        siblings = kb.taxonomy[parent].children
+        idx = next(i for i, c in enumerate(siblings) if f"{parent}/{c.id}" == cur)
+        chain.append(idx)
+        cur = parent
+    loc: tuple = ()
+    for idx in reversed(chain):
+        loc += ("children", idx)
+    return loc
