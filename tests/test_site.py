@@ -1,0 +1,110 @@
+"""The generated site: a page per record, escaping, determinism, golden pages, a strict mkdocs build."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from site_gen.load import load_knowledge_base
+from site_gen.render import DOCS_DIR, build_site, generate_docs
+
+from .conftest import PAPERS, write_kb
+
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_PAGES = ["papers/leng2024-vcd.md", "methods/vcd.md", "benchmarks/pope.md", "taxonomy/level.object.md"]
+
+
+def docs(root: Path) -> dict[str, bytes]:
+    kb, issues = load_knowledge_base(root)
+    assert issues == []
+    generate_docs(kb, root)
+    base = root / DOCS_DIR
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def test_every_record_has_a_page(mini_kb):
+    pages = docs(mini_kb)
+    for expected in ("index.md", "tables.md", "taxonomy/index.md", "papers/index.md", "methods/index.md",
+                     "papers/leng2024-vcd.md", "papers/li2023-pope.md", "methods/vcd.md", "benchmarks/pope.md",
+                     "models/llava-1.5-7b.md", "taxonomy/mitigation.parameter-frozen.decoding.md", "taxonomy/cause.model.ability-gap.md"):
+        assert expected in pages, expected
+
+
+def test_two_generations_are_byte_identical(mini_kb):
+    assert docs(mini_kb) == docs(mini_kb)
+
+
+@pytest.mark.parametrize("page", GOLDEN_PAGES)
+def test_golden_pages(mini_kb, page):
+    text = docs(mini_kb)[page].decode()
+    golden = GOLDEN / page.replace("/", "__")
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8"), f"{page} differs from {golden}; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+HOSTILE = {
+    "evil2024-xss.yaml": '''
+        id: evil2024-xss
+        title: "<script>alert('t')</script> [click](javascript:alert(1)) {{ 7*7 }}"
+        authors: ["<img src=x onerror=alert(2)>", "Robert'); DROP TABLE"]
+        year: 2024
+        venue: "<iframe src=//evil.example>"
+        url: "https://example.org/x?a=1&b=2"
+        summary: |
+          First line <b>bold</b> and a link [x](javascript:alert(4)).
+
+          <script>alert(5)</script> after a blank line, and **markdown** too.
+        tags: [level/object]
+        introduces:
+          methods:
+            - id: evil
+              name: "<svg onload=alert(6)>"
+              family: mitigation/parameter-frozen/decoding
+              summary: "<style>body{display:none}</style> a summary"
+              changes: [logits]
+              third_model: false
+        ''',
+}
+
+
+def test_record_text_is_always_escaped(mini_kb):
+    write_kb(mini_kb, taxonomy={}, papers=HOSTILE)
+    pages = docs(mini_kb)
+    everything = b"\n".join(pages.values()).decode()
+    for bad in ("<script>", "<img src=x", "<iframe", "<svg", "<style>", "<b>bold</b>", 'href="javascript:', "onerror=alert(2)>"):
+        assert bad not in everything, bad
+    page = pages["papers/evil2024-xss.md"].decode()
+    assert "&lt;script&gt;alert(&#39;t&#39;)&lt;/script&gt;" in page
+    assert "{{ 7*7 }}" in page and "49" not in page  # no template evaluation of record text
+    front = page.split("---")[1]
+    assert re.fullmatch(r'\ntitle: "[^<>"\[\]{}]*"\n', front), front
+    assert "\n\n" not in page.split("---", 2)[2].strip()  # one HTML block: Markdown never parses record text
+
+
+def test_strict_build_of_the_mini_kb(mini_kb):
+    from .conftest import REPO
+
+    (mini_kb / "mkdocs.yml").write_text((REPO / "mkdocs.yml").read_text())
+    # The mini KB has no survey record: the home page links to it, which must still build.
+    docs(mini_kb)
+    build_site(mini_kb)
+    html = (mini_kb / "site" / "papers" / "leng2024-vcd" / "index.html").read_text()
+    assert "Mitigating Object Hallucinations through Visual Contrastive Decoding" in html
+
+
+def test_strict_build_of_the_repository(repo_copy):
+    pages = docs(repo_copy)
+    build_site(repo_copy)
+    site = repo_copy / "site"
+    kb, _ = load_knowledge_base(repo_copy)
+    for pid in kb.papers:
+        assert (site / "papers" / pid / "index.html").is_file(), pid
+    for mid in kb.methods:
+        assert (site / "methods" / mid / "index.html").is_file(), mid
+    assert len(pages) == 7 + len(kb.taxonomy) + len(kb.papers) + len(kb.methods) + len(kb.benchmarks) + len(kb.models)
+    table = (site / "tables" / "index.html").read_text()
+    assert '<td data-split="popular" data-metric="f1"></td>' in table  # SID's empty cell stays empty
+    assert '<td data-split="adversarial" data-metric="precision">94.1</td>' in table
