@@ -312,33 +312,32 @@ def load_knowledge_base(root: Path) -> tuple[KnowledgeBase, list[Issue]]:
         return p.relative_to(root).as_posix()
 
     for path in _record_files(root, "taxonomy"):
-        src, errs = parse_record_file(path, rel(path), "keys id, name, kind, summary")
-        issues += errs
-        if src is None:
-            continue
-        try:
-            node = TaxonomyNode.model_validate(src.data)
-        except ValidationError as exc:
-            issues += validation_issues(exc, src, TaxonomyNode)
-            continue
-        _index_taxonomy(kb, node, src, issues)
+        src, node = _validated(path, rel(path), TaxonomyNode, "keys id, name, kind, summary", issues)
+        if node is not None:
+            _index_taxonomy(kb, node, src, issues)
 
     for path in _record_files(root, "papers"):
-        src, errs = parse_record_file(path, rel(path), "keys id, title, authors, summary")
-        issues += errs
-        if src is None:
-            continue
-        try:
-            paper = Paper.model_validate(src.data)
-        except ValidationError as exc:
-            issues += validation_issues(exc, src, Paper)
-            if isinstance(src.data.get("id"), str):  # known, though invalid: no cascade of "unknown paper" errors
-                kb.invalid_papers.add(src.data["id"])
-            continue
-        _index_paper(kb, paper, src, path.stem, issues)
+        src, paper = _validated(path, rel(path), Paper, "keys id, title, authors, summary", issues)
+        if paper is not None:
+            _index_paper(kb, paper, src, path.stem, issues)
+        elif src is not None and isinstance(src.data.get("id"), str):
+            kb.invalid_papers.add(src.data["id"])  # known, though invalid: no cascade of "unknown paper" errors
 
     issues += _check_references(kb)
     return kb, sorted(set(issues))
+
+
+def _validated(path: Path, rel: str, cls: type[BaseModel], expected: str, issues: list[Issue]):
+    """Parse and validate one file: ``(source or None, record or None)``; problems go to ``issues``."""
+    src, errs = parse_record_file(path, rel, expected)
+    issues += errs
+    if src is None:
+        return None, None
+    try:
+        return src, cls.model_validate(src.data)
+    except ValidationError as exc:
+        issues += validation_issues(exc, src, cls)
+        return src, None
 
 
 def _define(kb: KnowledgeBase, kind: str, ident: str, src: SourceFile, loc: tuple, issues: list[Issue]) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # ---------------------------------------------------------------- vocabularies
 # Closed vocabularies live here; open ones (causes, families, stages ...) are
@@ -74,13 +74,17 @@ def _as_list(value):
     return [value] if isinstance(value, str) else value
 
 
-def _no_repeats(values: list, what: str) -> list:
+def _no_repeats(values: list, info: ValidationInfo) -> list:
     seen = set()
     for v in values:
         if v in seen:
-            raise ValueError(f"{what} lists {v!r} twice")
+            raise ValueError(f"{info.field_name} lists {v!r} twice")
         seen.add(v)
     return values
+
+
+NoRepeats = AfterValidator(_no_repeats)
+"""Marks a list field whose items must be distinct."""
 
 
 # ---------------------------------------------------------------- taxonomy
@@ -94,28 +98,18 @@ class TaxonomyNode(Record):
     kind: NodeKind = Field(description="What sort of concept this is.")
     summary: Summary = Field(description="What the concept means, in our own words.")
     section: Optional[ShortText] = Field(None, description="Where the survey discusses it, e.g. '3.2.2' or 'Appendix E'.")
-    references: list[Slug] = Field(default_factory=list, description="Paper IDs the survey cites for this concept.")
+    references: Annotated[list[Slug], NoRepeats] = Field(default_factory=list, description="Paper IDs the survey cites for this concept.")
     children: list["TaxonomyNode"] = Field(default_factory=list)
-
-    @field_validator("references")
-    @classmethod
-    def _unique_refs(cls, v):
-        return _no_repeats(v, "references")
 
 
 # ---------------------------------------------------------------- things a paper introduces
 
 
 class Targets(Record):
-    levels: list[Level] = Field(default_factory=list, description="Misalignment levels the method addresses.")
-    causes: list[TaxId] = Field(
+    levels: Annotated[list[Level], NoRepeats] = Field(default_factory=list, description="Misalignment levels the method addresses.")
+    causes: Annotated[list[TaxId], NoRepeats] = Field(
         default_factory=list, description="Causes it addresses, relative to the 'cause' root, e.g. model/ability-gap."
     )
-
-    @field_validator("levels", "causes")
-    @classmethod
-    def _unique(cls, v, info):
-        return _no_repeats(v, info.field_name)
 
 
 class Method(Record):
@@ -127,18 +121,13 @@ class Method(Record):
     family: TaxId = Field(description="A taxonomy node of kind 'family', e.g. mitigation/parameter-frozen/decoding.")
     summary: Summary
     targets: Targets = Field(default_factory=Targets)
-    changes: list[Change] = Field(min_length=1, description="Where it intervenes.")
+    changes: Annotated[list[Change], NoRepeats] = Field(min_length=1, description="Where it intervenes.")
     third_model: bool = Field(description="Needs a separate model (detector, LLM judge, reward model ...) at train or test time.")
-    extends: list[Slug] = Field(default_factory=list, description="Method IDs this one builds on.")
+    extends: Annotated[list[Slug], NoRepeats] = Field(default_factory=list, description="Method IDs this one builds on.")
     plugin: Optional[Slug] = Field(None, description="Registered plugin name that implements it in AlignScope, if any.")
     code: Optional[Url] = Field(None, description="Official code repository.")
 
     _changes_scalar = field_validator("changes", mode="before")(classmethod(lambda cls, v: _as_list(v)))
-
-    @field_validator("changes", "extends")
-    @classmethod
-    def _unique(cls, v, info):
-        return _no_repeats(v, info.field_name)
 
 
 class Dimensions(Record):
@@ -231,16 +220,11 @@ class Paper(Record):
     doi: Optional[Annotated[str, Field(pattern=DOI)]] = None
     url: Optional[Url] = None
     summary: Summary = Field(description="Two or three sentences in our own words.")
-    tags: list[TaxId] = Field(default_factory=list, description="Taxonomy node IDs.")
-    cites: list[Slug] = Field(default_factory=list, description="IDs of papers in the knowledge base this one cites.")
+    tags: Annotated[list[TaxId], NoRepeats] = Field(default_factory=list, description="Taxonomy node IDs.")
+    cites: Annotated[list[Slug], NoRepeats] = Field(default_factory=list, description="IDs of papers in the knowledge base this one cites.")
     survey_key: Optional[ShortText] = Field(None, description="How the survey cites it, e.g. 'Leng et al., 2024'.")
     introduces: Introduces = Field(default_factory=Introduces)
     reported: list[ReportedResult] = Field(default_factory=list)
-
-    @field_validator("tags", "cites")
-    @classmethod
-    def _unique(cls, v, info):
-        return _no_repeats(v, info.field_name)
 
     @field_validator("summary")
     @classmethod
