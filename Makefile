@@ -22,8 +22,8 @@ install: $(STAMP)
 # torch==2.13.0 goes in first (a CPU build on these machines); a torch you already have is kept.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -qq --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -qq --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
 test: install

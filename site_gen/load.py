@@ -273,7 +273,8 @@ class KnowledgeBase:
     introduced_by: dict[str, str] = field(default_factory=dict)  # "method:vcd" → paper id
     where: dict[str, tuple[str, int]] = field(default_factory=dict)
     files: dict[str, SourceFile] = field(default_factory=dict)  # record key → source
-    invalid_papers: set[str] = field(default_factory=set)  # ids of paper files that failed validation
+    paper_sources: list[SourceFile] = field(default_factory=list)  # every parsed paper file, valid or not
+    invalid: dict[str, set[str]] = field(default_factory=dict)  # kind → ids declared in files that failed validation
 
     def nodes_of_kind(self, *kinds: str) -> dict[str, TaxonomyNode]:
         return {k: n for k, n in self.taxonomy.items() if n.kind in kinds}
@@ -318,10 +319,13 @@ def load_knowledge_base(root: Path) -> tuple[KnowledgeBase, list[Issue]]:
 
     for path in _record_files(root, "papers"):
         src, paper = _validated(path, rel(path), Paper, "keys id, title, authors, summary", issues)
+        if src is None:
+            continue
+        kb.paper_sources.append(src)
         if paper is not None:
             _index_paper(kb, paper, src, path.stem, issues)
-        elif src is not None and isinstance(src.data.get("id"), str):
-            kb.invalid_papers.add(src.data["id"])  # known, though invalid: no cascade of "unknown paper" errors
+        else:
+            _declare_invalid(kb, src, issues)
 
     issues += _check_references(kb)
     return kb, sorted(set(issues))
@@ -383,15 +387,49 @@ def _index_paper(kb: KnowledgeBase, paper: Paper, src: SourceFile, stem: str, is
                 kb.introduced_by[f"{kind}:{item.id}"] = paper.id
 
 
+def _text(value) -> Optional[str]:
+    return value.strip() if isinstance(value, str) else None
+
+
+def _texts(value) -> list[tuple[int, str]]:
+    """``(index, text)`` for the string items of a list; anything else yields nothing (already reported)."""
+    return [(i, v.strip()) for i, v in enumerate(value) if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _dicts(value) -> list[tuple[int, dict]]:
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _declare_invalid(kb: KnowledgeBase, src: SourceFile, issues: list[Issue]) -> None:
+    """Note the IDs an invalid paper file declares: duplicates are still caught, and no other
+    file gets an "unknown ..." error for something this file defines."""
+    ident = _text(src.data.get("id"))
+    if ident:
+        kb.invalid.setdefault("paper", set()).add(ident)
+        _define(kb, "paper", ident, src, ("id",), issues)
+    intro = src.data.get("introduces") if isinstance(src.data.get("introduces"), dict) else {}
+    for kind in ("method", "benchmark", "model"):
+        for i, item in _dicts(intro.get(kind + "s")):
+            ident = _text(item.get("id"))
+            if ident:
+                kb.invalid.setdefault(kind, set()).add(ident)
+                _define(kb, kind, ident, src, ("introduces", kind + "s", i, "id"), issues)
+
+
 def _check_references(kb: KnowledgeBase) -> list[Issue]:
-    """Every cross-reference must resolve; duplicates of the same paper are errors naming both files."""
+    """Every cross-reference must resolve; duplicates of the same paper are errors naming both files.
+
+    Works on the raw data of every parsed paper file, valid or not, so a file with a schema
+    error still gets its reference errors in the same run.
+    """
     issues: list[Issue] = []
     families = kb.nodes_of_kind("family")
     causes = {k[len(CAUSE_ROOT) + 1:]: n for k, n in kb.nodes_of_kind("cause").items()}
+    pools = {"paper": kb.papers, "method": kb.methods, "benchmark": kb.benchmarks, "model": kb.models}
 
     def ref(src: SourceFile, loc: tuple, value: str, pool, what: str, hint: str = "") -> None:
-        if what == "paper" and value in kb.invalid_papers:
-            return  # that file's own errors are reported already
+        if value in kb.invalid.get(what, ()):
+            return  # declared in a file whose own errors are reported already
         if value not in pool:
             msg = f"unknown {what} {value!r}{did_you_mean(value, pool)}"
             issues.append(Issue(src.path, src.line_of(loc), _key_path(loc), msg + hint))
@@ -403,33 +441,37 @@ def _check_references(kb: KnowledgeBase) -> list[Issue]:
             ref(src, loc + ("references", i), pid, kb.papers, "paper")
 
     seen_keys: dict[tuple[str, str], tuple[str, int, str]] = {}
-    for pid, paper in kb.papers.items():
-        src = kb.files[f"paper:{pid}"]
-        for i, tag in enumerate(paper.tags):
+    for src in kb.paper_sources:
+        d = src.data
+        pid = _text(d.get("id")) or src.path
+        for i, tag in _texts(d.get("tags")):
             ref(src, ("tags", i), tag, kb.taxonomy, "taxonomy node")
-        for i, cited in enumerate(paper.cites):
+        for i, cited in _texts(d.get("cites")):
             if cited == pid:
                 issues.append(Issue(src.path, src.line_of(("cites", i)), f"cites[{i}]", "a paper cannot cite itself"))
             else:
                 ref(src, ("cites", i), cited, kb.papers, "paper")
-        for i, m in enumerate(paper.introduces.methods):
+        intro = d.get("introduces") if isinstance(d.get("introduces"), dict) else {}
+        for i, m in _dicts(intro.get("methods")):
             base = ("introduces", "methods", i)
-            ref(src, base + ("family",), m.family, families, "mitigation family", " (a taxonomy node of kind 'family')")
-            for j, c in enumerate(m.targets.causes):
+            if _text(m.get("family")):
+                ref(src, base + ("family",), _text(m["family"]), families, "mitigation family", " (a taxonomy node of kind 'family')")
+            targets = m.get("targets") if isinstance(m.get("targets"), dict) else {}
+            for j, c in _texts(targets.get("causes")):
                 ref(src, base + ("targets", "causes", j), c, causes, "cause", " (written without the 'cause/' prefix)")
-            for j, e in enumerate(m.extends):
+            for j, e in _texts(m.get("extends")):
                 ref(src, base + ("extends", j), e, kb.methods, "method")
-        for i, r in enumerate(paper.reported):
+        for i, r in _dicts(d.get("reported")):
             base = ("reported", i)
-            ref(src, base + ("model",), r.model, kb.models, "model")
-            ref(src, base + ("benchmark",), r.benchmark, kb.benchmarks, "benchmark")
-            if r.method is not None:
-                ref(src, base + ("method",), r.method, kb.methods, "method")
-            bench = kb.benchmarks.get(r.benchmark)
-            if bench is not None and bench.splits and r.split is not None:
-                ref(src, base + ("split",), r.split, bench.splits, f"split of {bench.id}")
+            for what in ("model", "benchmark", "method"):
+                if _text(r.get(what)):
+                    ref(src, base + (what,), _text(r[what]), pools[what], what)
+            bench = kb.benchmarks.get(_text(r.get("benchmark")) or "")
+            if bench is not None and bench.splits and _text(r.get("split")):
+                ref(src, base + ("split",), _text(r["split"]), bench.splits, f"split of {bench.id}")
         # The same paper twice: same arXiv id, DOI or normalised title.
-        for key, value in (("arxiv", paper.arxiv), ("doi", paper.doi and paper.doi.lower()), ("title", normalise_title(paper.title))):
+        doi, title = _text(d.get("doi")), _text(d.get("title"))
+        for key, value in (("arxiv", _text(d.get("arxiv"))), ("doi", doi and doi.lower()), ("title", title and normalise_title(title))):
             if not value:
                 continue
             line = src.line_of((key,))

@@ -259,3 +259,21 @@ def test_invalid_paper_does_not_cascade_into_unknown_reference_errors(mini_kb):
     pope.write_text(pope.read_text().replace("year: 2023", "year: soon"))
     _, issues = load_knowledge_base(mini_kb)
     assert [i.path for i in issues] == ["papers/li2023-pope.yaml"]
+
+
+def test_a_file_with_schema_errors_still_gets_its_reference_errors(mini_kb):
+    (mini_kb / "papers" / "me2025-broken.yaml").write_text(
+        'id: me2025-broken\ntitle: "A Broken Record"\nauthors: Jane Doe\nsummary: short\n'
+        "tags: [level/objet]\nintroduces:\n  methods:\n    - id: vcd\n      name: Mine\n      family: decoding\n"
+        "      changes: [logit]\n      third_model: false\n"
+    )
+    found = [i.format() for i in issues_for(mini_kb, "me2025-broken.yaml")]
+    assert found == [
+        "papers/me2025-broken.yaml:3 authors: Input should be a valid list",
+        "papers/me2025-broken.yaml:4 summary: String should have at least 20 characters",
+        "papers/me2025-broken.yaml:5 tags[0]: unknown taxonomy node 'level/objet'; did you mean 'level/object'?",
+        "papers/me2025-broken.yaml:8 introduces.methods[0].id: method id 'vcd' is already defined in papers/leng2024-vcd.yaml:12",
+        "papers/me2025-broken.yaml:8 introduces.methods[0].summary: missing required key 'summary'",
+        "papers/me2025-broken.yaml:10 introduces.methods[0].family: unknown mitigation family 'decoding' (a taxonomy node of kind 'family')",
+        "papers/me2025-broken.yaml:11 introduces.methods[0].changes[0]: 'logit': Input should be 'weights', 'input', 'hidden-states', 'attention', 'logits' or 'output-text'",
+    ]
