@@ -322,10 +322,13 @@ def load_knowledge_base(root: Path) -> tuple[KnowledgeBase, list[Issue]]:
         if src is None:
             continue
         kb.paper_sources.append(src)
+        declared = _declare_ids(kb, src, issues)
         if paper is not None:
-            _index_paper(kb, paper, src, path.stem, issues)
-        else:
-            _declare_invalid(kb, src, issues)
+            _index_paper(kb, paper, src, path.stem, issues, declared)
+        else:  # known, though invalid: other files get no "unknown ..." error for these
+            for key in declared:
+                kind, ident = key.split(":", 1)
+                kb.invalid.setdefault(kind, set()).add(ident)
 
     issues += _check_references(kb)
     return kb, sorted(set(issues))
@@ -369,10 +372,11 @@ def _index_taxonomy(kb: KnowledgeBase, root: TaxonomyNode, src: SourceFile, issu
             stack.append((child, full, loc + ("children", i)))
 
 
-def _index_paper(kb: KnowledgeBase, paper: Paper, src: SourceFile, stem: str, issues: list[Issue]) -> None:
+def _index_paper(kb: KnowledgeBase, paper: Paper, src: SourceFile, stem: str, issues: list[Issue], declared: set[str]) -> None:
+    """Store a valid paper and what it introduces, for the IDs this file defined first."""
     if paper.id != stem:
         issues.append(Issue(src.path, src.line_of(("id",)), "id", f"id {paper.id!r} must equal the file name {stem!r}: rename the file to {paper.id}.yaml or change the id"))
-    if not _define(kb, "paper", paper.id, src, ("id",), issues):
+    if f"paper:{paper.id}" not in declared:
         return
     kb.papers[paper.id] = paper
     intro = paper.introduces
@@ -381,8 +385,8 @@ def _index_paper(kb: KnowledgeBase, paper: Paper, src: SourceFile, stem: str, is
         ("benchmark", intro.benchmarks, kb.benchmarks),
         ("model", intro.models, kb.models),
     ):
-        for i, item in enumerate(items):
-            if _define(kb, kind, item.id, src, ("introduces", kind + "s", i, "id"), issues):
+        for item in items:
+            if f"{kind}:{item.id}" in declared:
                 store[item.id] = item
                 kb.introduced_by[f"{kind}:{item.id}"] = paper.id
 
@@ -400,20 +404,21 @@ def _dicts(value) -> list[tuple[int, dict]]:
     return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def _declare_invalid(kb: KnowledgeBase, src: SourceFile, issues: list[Issue]) -> None:
-    """Note the IDs an invalid paper file declares: duplicates are still caught, and no other
-    file gets an "unknown ..." error for something this file defines."""
+def _declare_ids(kb: KnowledgeBase, src: SourceFile, issues: list[Issue]) -> set[str]:
+    """Register the IDs a paper file declares — its own and those it introduces — from the raw
+    data, so a file that fails the schema still has its duplicates caught. Returns the
+    ``kind:id`` keys this file defined first (none beyond the paper if the paper id is taken)."""
     ident = _text(src.data.get("id"))
-    if ident:
-        kb.invalid.setdefault("paper", set()).add(ident)
-        _define(kb, "paper", ident, src, ("id",), issues)
+    if not ident or not _define(kb, "paper", ident, src, ("id",), issues):
+        return set()
+    declared = {f"paper:{ident}"}
     intro = src.data.get("introduces") if isinstance(src.data.get("introduces"), dict) else {}
     for kind in ("method", "benchmark", "model"):
         for i, item in _dicts(intro.get(kind + "s")):
-            ident = _text(item.get("id"))
-            if ident:
-                kb.invalid.setdefault(kind, set()).add(ident)
-                _define(kb, kind, ident, src, ("introduces", kind + "s", i, "id"), issues)
+            sub = _text(item.get("id"))
+            if sub and _define(kb, kind, sub, src, ("introduces", kind + "s", i, "id"), issues):
+                declared.add(f"{kind}:{sub}")
+    return declared
 
 
 def _check_references(kb: KnowledgeBase) -> list[Issue]:
@@ -454,8 +459,8 @@ def _check_references(kb: KnowledgeBase) -> list[Issue]:
         intro = d.get("introduces") if isinstance(d.get("introduces"), dict) else {}
         for i, m in _dicts(intro.get("methods")):
             base = ("introduces", "methods", i)
-            if _text(m.get("family")):
-                ref(src, base + ("family",), _text(m["family"]), families, "mitigation family", " (a taxonomy node of kind 'family')")
+            if family := _text(m.get("family")):
+                ref(src, base + ("family",), family, families, "mitigation family", " (a taxonomy node of kind 'family')")
             targets = m.get("targets") if isinstance(m.get("targets"), dict) else {}
             for j, c in _texts(targets.get("causes")):
                 ref(src, base + ("targets", "causes", j), c, causes, "cause", " (written without the 'cause/' prefix)")
@@ -464,11 +469,11 @@ def _check_references(kb: KnowledgeBase) -> list[Issue]:
         for i, r in _dicts(d.get("reported")):
             base = ("reported", i)
             for what in ("model", "benchmark", "method"):
-                if _text(r.get(what)):
-                    ref(src, base + (what,), _text(r[what]), pools[what], what)
+                if value := _text(r.get(what)):
+                    ref(src, base + (what,), value, pools[what], what)
             bench = kb.benchmarks.get(_text(r.get("benchmark")) or "")
-            if bench is not None and bench.splits and _text(r.get("split")):
-                ref(src, base + ("split",), _text(r["split"]), bench.splits, f"split of {bench.id}")
+            if bench is not None and bench.splits and (split := _text(r.get("split"))):
+                ref(src, base + ("split",), split, bench.splits, f"split of {bench.id}")
         # The same paper twice: same arXiv id, DOI or normalised title.
         doi, title = _text(d.get("doi")), _text(d.get("title"))
         for key, value in (("arxiv", _text(d.get("arxiv"))), ("doi", doi and doi.lower()), ("title", title and normalise_title(title))):
