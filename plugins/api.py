@@ -1,0 +1,153 @@
+"""The contract between the experiment side and the knowledge side: the result record.
+
+A reproduced number exists only as a :class:`ResultRecord` written by the runner
+under ``results/``; ``site_gen`` reads these files and never imports anything
+else from ``plugins``. Metrics are fractions in [0, 1] for rates (accuracy,
+precision, recall, f1, yes_ratio, chair_s, chair_i); the site shows percentages.
+
+>>> r = ResultRecord.model_validate({
+...     "method": "vcd", "benchmark": "pope-synth", "split": "adversarial",
+...     "model": "alignscope-tiny-llava", "seed": 0, "n_samples": 6,
+...     "metrics": {"accuracy": 0.5, "f1": 0.4}, "seconds_per_input": 0.01,
+...     "fingerprint": "ab" * 32,
+...     "provenance": {"git_commit": "0" * 40, "dirty": False, "package_versions": {},
+...                    "device": "cpu", "dtype": "float32", "decoding": {"strategy": "greedy"},
+...                    "parser": "pope-official-v1", "date": "2026-11-22"}})
+>>> r.cell
+'alignscope-tiny-llava/pope-synth/adversarial/vcd/seed0'
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Annotated, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+RESULT_SCHEMA_VERSION = 1
+BASELINE = "baseline"
+"""Method name of the unmitigated model (greedy decoding, no intervention)."""
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+_-]*$", max_length=80)]
+RATE_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "yes_ratio", "unclear_ratio", "chair_s", "chair_i"})
+"""Metrics that are fractions and must lie in [0, 1]."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Provenance(_Frozen):
+    """Where a number came from; a number without it is not shown (house rule 5)."""
+
+    git_commit: str = Field(pattern=r"^[0-9a-f]{7,40}$|^unknown$")
+    dirty: bool  # uncommitted changes in the working tree when the cell ran
+    package_versions: dict[str, str]  # torch, transformers, alignscope ...
+    device: str  # cpu, cuda, cuda:0 ...
+    dtype: str  # float32, bfloat16 ...
+    decoding: dict[str, Any]  # strategy, max_new_tokens, batch size ...
+    parser: str  # answer-parser name and version, e.g. pope-official-v1
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}")  # ISO date (or date-time) of the run
+    method_config: dict[str, Any] = Field(default_factory=dict)  # resolved hyper-parameters
+    train_seconds: Optional[float] = None  # for parameter-tuning methods: time spent training
+
+
+class ResultRecord(_Frozen):
+    """One cell of the reproduction matrix: method × benchmark × split × model × seed."""
+
+    schema_version: int = RESULT_SCHEMA_VERSION
+    method: Name  # registered method name; ``baseline`` for the unmitigated model
+    benchmark: Name
+    split: Name
+    model: Name
+    seed: int = Field(ge=0)
+    n_samples: int = Field(ge=1)
+    metrics: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], float] = Field(min_length=1)
+    seconds_per_input: float = Field(ge=0)
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+    provenance: Provenance
+    predictions: Optional[str] = None  # file name of the per-sample JSONL beside this record
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite_rates(cls, metrics: dict[str, float]) -> dict[str, float]:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} is {value}, expected a finite number")
+            if name in RATE_METRICS and not 0.0 <= value <= 1.0:
+                raise ValueError(f"metric {name!r} is {value}: rates are fractions in [0, 1], not percentages")
+        return metrics
+
+    @property
+    def cell(self) -> str:
+        """The matrix cell this record answers, also its path under ``results/``."""
+        return f"{self.model}/{self.benchmark}/{self.split}/{self.method}/seed{self.seed}"
+
+
+def result_path(results_dir: Path, record: ResultRecord) -> Path:
+    return Path(results_dir) / f"{record.cell}.json"
+
+
+def dump_record(record: ResultRecord) -> str:
+    """Stable JSON: sorted keys, fixed float rounding, trailing newline."""
+    data = record.model_dump(mode="json")
+    return json.dumps(_round(data), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def _round(value: Any, digits: int = 6) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v, digits) for v in value]
+    return value
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_record(results_dir: Path, record: ResultRecord) -> Path:
+    path = result_path(results_dir, record)
+    write_atomic(path, dump_record(record))
+    return path
+
+
+def load_results(results_dir: Path) -> tuple[list[ResultRecord], list[str]]:
+    """Every ``*.json`` record under ``results_dir``, sorted by cell; unreadable files become messages.
+
+    A corrupt file never stops the site: it is reported (``path: what is wrong``) and left out.
+    """
+    records: list[ResultRecord] = []
+    problems: list[str] = []
+    root = Path(results_dir)
+    if not root.is_dir():
+        return records, problems
+    for path in sorted(root.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            records.append(ResultRecord.model_validate(data))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"{path}: not readable JSON ({exc})")
+        except ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"]) or "(record)"
+                problems.append(f"{path} {where}: {err['msg']}")
+    records.sort(key=lambda r: r.cell)
+    return records, problems
