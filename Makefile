@@ -14,7 +14,7 @@ help:
 	@echo "make test        install if needed, run the test suite"
 	@echo "make validate    check every YAML record (file:line errors)"
 	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
-	@echo "make serve       preview the site on http://127.0.0.1:8000"
+	@echo "make serve       preview the site on http://127.0.0.1:8000, regenerated when a record changes"
 	@echo "make train       rebuild the embedded tiny LLaVA (not yet: see README)"
 
 install: $(STAMP)
@@ -36,8 +36,7 @@ site: install
 	$(BIN)/alignscope site
 
 serve: install
-	$(BIN)/alignscope site --no-build
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	$(BIN)/alignscope serve
 
 # For now reproduce = validate + build the site; the experiment runner joins it in a later increment.
 reproduce: install validate site

@@ -253,16 +253,65 @@ def site(
     build: bool = typer.Option(True, help="Run 'mkdocs build --strict' after generating the pages."),
 ) -> None:
     """Generate the docs pages from the records, then build the static site into site/."""
-    from site_gen.render import build_site, generate_docs
+    from site_gen.render import build_site
 
     kb = _load(root)
     t0 = time.perf_counter()
-    n = generate_docs(kb, root)
+    n = _generate(root, kb)
     typer.echo(f"generated {n} pages in {time.perf_counter() - t0:.2f} s")
     if build:
         t0 = time.perf_counter()
         build_site(root)
         typer.echo(f"built site/ in {time.perf_counter() - t0:.2f} s")
+
+
+def _generate(root: Path, kb) -> int:
+    from site_gen.render import generate_checkout
+
+    n, problems = generate_checkout(root, kb)
+    for p in problems:
+        _err(f"warning: result left out: {p}")
+    return n
+
+
+@app.command()
+def serve(
+    root: Path = typer.Option(Path("."), help="Checkout holding taxonomy/, papers/, results/ and mkdocs.yml."),
+    addr: str = typer.Option("127.0.0.1:8000", help="Address for the preview server."),
+    interval: float = typer.Option(1.0, help="Seconds between checks for changed records."),
+) -> None:
+    """Preview the site and regenerate its pages whenever a YAML record or a result file changes."""
+    import subprocess
+
+    from site_gen.load import load_knowledge_base
+    from site_gen.watch import snapshot
+
+    _generate(root, _load(root))
+    watched = [root / "taxonomy", root / "papers", root / "results"]
+    server = subprocess.Popen([sys.executable, "-m", "mkdocs", "serve", "--dev-addr", addr, "--config-file", str(root / "mkdocs.yml")], cwd=root)
+    typer.echo(f"serving on http://{addr}/ ; watching taxonomy/, papers/ and results/ (Ctrl-C to stop)")
+    before = snapshot(watched)
+    try:
+        while server.poll() is None:
+            time.sleep(interval)
+            now = snapshot(watched)
+            if now == before:
+                continue
+            before = now
+            kb, issues = load_knowledge_base(root)
+            if issues:  # keep the last good pages; show what to fix
+                for issue in issues:
+                    typer.echo(issue.format())
+                _err(f"{len(issues)} error(s): pages not regenerated until they are fixed")
+                continue
+            t0 = time.perf_counter()
+            n = _generate(root, kb)
+            typer.echo(f"regenerated {n} pages in {time.perf_counter() - t0:.2f} s")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def main() -> None:

@@ -63,6 +63,7 @@ class ResultRecord(_Frozen):
     benchmark: Name
     split: Name
     model: Name
+    protocol: Optional[Name] = None  # knowledge-base benchmark whose protocol this follows (``pope``), so reported numbers sit beside it
     seed: int = Field(ge=0)
     n_samples: int = Field(ge=1)
     metrics: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], float] = Field(min_length=1)

@@ -10,19 +10,24 @@ script, or Markdown links. Output is deterministic: sorted iteration, no dates.
 """
 from __future__ import annotations
 
+import json
 import posixpath
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from plugins.api import BASELINE, ResultRecord
+
+from .graph import build_graph
 from .load import KnowledgeBase
+from .plots import pareto_svg, stacked_bars_svg
+from .reproduced import reproduction_tables, side_by_side
 from .schema import Paper
-from .tables import survey_table1, survey_table2, survey_table3
+from .tables import coverage_families_causes, coverage_methods_levels, survey_table1, survey_table2, survey_table3
 
 DOCS_DIR = Path("build/docs")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -40,6 +45,11 @@ def page_dir(page: str) -> str:
 def rel_url(from_page: str, to_page: str) -> str:
     rel = posixpath.relpath(page_dir(to_page) or ".", page_dir(from_page) or ".")
     return "./" if rel == "." else rel + "/"
+
+
+def asset_url(from_page: str, path: str) -> str:
+    """URL of a generated file (``plots/x.svg``) relative to a page."""
+    return posixpath.relpath(path, page_dir(from_page) or ".")
 
 
 def taxonomy_page(full_id: str) -> str:
@@ -72,10 +82,17 @@ def bibtex(p: Paper) -> str:
     return f"@{kind}{{{p.id},\n{body}\n}}"
 
 
+EXPLORER_TYPES = ("taxonomy", "method", "benchmark", "model", "paper")
+"""Node types shown in the graph explorer (reported-result nodes have no page of their own)."""
+
+
 class Renderer:
-    def __init__(self, kb: KnowledgeBase, repo_edit_url: Optional[str] = None):
+    def __init__(self, kb: KnowledgeBase, repo_edit_url: Optional[str] = None,
+                 results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset()):
         self.kb = kb
         self.repo_edit_url = repo_edit_url
+        self.results = list(results)
+        self.stale_cells = stale_cells
         self.env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -85,10 +102,17 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.pages: dict[str, str] = {}
+        self.assets: dict[str, str] = {}  # generated files that are not pages: plots, graph data
         self._cited_by: dict[str, list[str]] = {}
+        # Reported results indexed once by method, benchmark and model: a page looks up its own
+        # rows instead of scanning every paper (the site must scale to 10k papers).
+        self._reported: dict[tuple[str, Optional[str]], list] = {}
         for pid, p in sorted(kb.papers.items()):
             for c in p.cites:
                 self._cited_by.setdefault(c, []).append(pid)
+            for r in p.reported:
+                for field in ("method", "benchmark", "model"):
+                    self._reported.setdefault((field, getattr(r, field)), []).append((pid, r))
 
     # ------------------------------------------------------------ helpers used by templates
     def link(self, here: str, kind: str, ident: str) -> dict:
@@ -101,11 +125,34 @@ class Renderer:
         label = (rec.title if kind == "paper" else rec.name) if rec else ident
         return {"href": rel_url(here, record_page(kind, ident)), "label": label}
 
-    def render(self, page: str, template: str, title: str, **ctx) -> None:
+    def render(self, page: str, template: str, title: str, wide: bool = False, **ctx) -> None:
+        """Render one page; ``wide`` pages (big tables, the explorer) drop the table-of-contents sidebar."""
         body = self.env.get_template(template).render(here=page, title=title, r=self, kb=self.kb, **ctx)
         # One HTML block with no blank line, so Markdown never parses record text.
         body = "\n".join(line for line in body.splitlines() if line.strip())
-        self.pages[page] = f"---\ntitle: \"{plain_title(title)}\"\n---\n\n<div class=\"as-page\">\n{body}\n</div>\n"
+        hide = "hide:\n  - toc\n" if wide else ""
+        self.pages[page] = f"---\ntitle: \"{plain_title(title)}\"\n{hide}---\n\n<div class=\"as-page\">\n{body}\n</div>\n"
+
+    def cite(self, here: str, pid: str) -> dict:
+        """A short author-year link to a paper (``Shu et al., 2025``), for table cells."""
+        p = self.kb.papers.get(pid)
+        if p is None:
+            return {"href": rel_url(here, record_page("paper", pid)), "label": pid}
+        def surname(author: str) -> str:  # "Dong Shu" and "Shu, Dong" both give "Shu"
+            return author.split(",")[0].split()[-1] if "," in author else author.split()[-1]
+
+        first = surname(p.authors[0]) if p.authors else pid
+        more = " et al." if len(p.authors) > 2 else (f" and {surname(p.authors[1])}" if len(p.authors) == 2 else "")
+        return {"href": rel_url(here, record_page("paper", pid)), "label": f"{first}{more}, {p.year}" if p.year else f"{first}{more}"}
+
+    def asset(self, here: str, path: str) -> str:
+        return asset_url(here, path)
+
+    def url(self, here: str, page: str) -> str:
+        return rel_url(here, page)
+
+    def is_stale(self, record: ResultRecord) -> bool:
+        return record.cell in self.stale_cells
 
     def edit_link(self, kind: str, ident: str) -> dict:
         path, line = self.kb.where[f"{kind}:{ident}"]
@@ -133,45 +180,144 @@ class Renderer:
             self.render(record_page("paper", pid), "paper.html.j2", p.title, p=p, bib=bibtex(p), reported=[(pid, r) for r in p.reported], cited_by=self._cited_by.get(pid, []),
                         edit=self.edit_link("paper", pid))
         self.render("methods/index.md", "methods_index.html.j2", "Methods", methods=sorted(kb.methods.values(), key=lambda m: (m.family, m.name.lower())))
+        extended_by: dict[str, list[str]] = {}
+        for x, rec in sorted(kb.methods.items()):
+            for e in rec.extends:
+                extended_by.setdefault(e, []).append(x)
+        tables = reproduction_tables(self.results, self.stale_cells)
         for mid, m in sorted(kb.methods.items()):
-            reported = self.results_for(method=mid)
-            self.render(record_page("method", mid), "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"], reported=reported,
-                        extended_by=sorted(x for x, rec in kb.methods.items() if mid in rec.extends))
+            self.render(record_page("method", mid), "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"],
+                        reported=self.results_for("method", mid), reproduced=self.reproduced_for("method", mid),
+                        extended_by=extended_by.get(mid, []))
         self.render("benchmarks/index.md", "benchmarks_index.html.j2", "Benchmarks", benchmarks=sorted(kb.benchmarks.values(), key=lambda b: b.name.lower()))
         for bid, b in sorted(kb.benchmarks.items()):
             self.render(record_page("benchmark", bid), "benchmark.html.j2", b.name, b=b, paper=kb.introduced_by[f"benchmark:{bid}"],
-                        reported=self.results_for(benchmark=bid))
+                        reported=self.results_for("benchmark", bid), reproduced=self.reproduced_for("benchmark", bid))
         self.render("models/index.md", "models_index.html.j2", "Models", models=sorted(kb.models.values(), key=lambda m: m.name.lower()))
         for mid, m in sorted(kb.models.items()):
             self.render(record_page("model", mid), "model.html.j2", m.name, m=m, paper=kb.introduced_by[f"model:{mid}"],
-                        reported=self.results_for(model=mid))
-        self.render("tables.md", "tables.html.j2", "The survey's tables", t1=survey_table1(kb), t2=survey_table2(kb), t3=survey_table3(kb))
+                        reported=self.results_for("model", mid))
+        t1 = survey_table1(kb)
+        t1_points = [(row.label, row.seconds_per_input, row.cells[("adversarial", "accuracy")]) for row in t1
+                     if row.seconds_per_input is not None and row.cells.get(("adversarial", "accuracy")) is not None]
+        t1_plot = self.plot("survey-table1-accuracy-vs-cost", pareto_svg(
+            t1_points, "Reported in the survey's Table 1 (LLaVA-1.5-7B, POPE adversarial)", "seconds per input (reported)",
+            "accuracy, % (reported)")) if t1_points else None
+        self.render("tables.md", "tables.html.j2", "The survey's tables", wide=True, t1=t1, t2=survey_table2(kb), t3=survey_table3(kb), t1_plot=t1_plot)
+        fam_plot = self.plot("papers-by-family-and-year", stacked_bars_svg(
+            self._families_by_year(), "Papers per mitigation family and year", "papers"))
+        self.render("coverage.md", "coverage.html.j2", "Coverage", wide=True, levels=coverage_methods_levels(kb), causes=coverage_families_causes(kb),
+                    fam_plot=fam_plot)
+        repro_plots = {}
+        for t in tables:
+            split = next((s for s in ("adversarial", "popular", "random") if s in t.splits), None)
+            points = [(row.method, row.seconds_per_input, 100 * row.cells[(split, "accuracy")].value) for row in t.rows
+                      if (split, "accuracy") in row.cells]
+            if points:
+                repro_plots[t.anchor] = self.plot(f"reproduced-{t.anchor}", pareto_svg(
+                    points, f"Reproduced: {t.model}, {t.benchmark} {split}", "seconds per input (measured)", "accuracy, % (measured)"))
+        self.render("reproduction.md", "reproduction.html.j2", "Reproduction", wide=True, tables=tables, pairs=side_by_side(kb, tables),
+                    plots=repro_plots, baseline=BASELINE)
+        self.assets["assets/graph.json"] = json.dumps(self._graph_data(), ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n"
+        self.render("graph.md", "graph.html.j2", "Graph explorer", wide=True, types=EXPLORER_TYPES)
         return self.pages
 
-    def results_for(self, **match) -> list[tuple[str, object]]:
-        """Reported results ``(paper id, result)`` whose fields equal ``match``."""
-        out = []
-        for pid, p in sorted(self.kb.papers.items()):
-            for r in p.reported:
-                if all(getattr(r, k) == v for k, v in match.items()):
-                    out.append((pid, r))
-        return out
+    def results_for(self, field: str, value: str) -> list[tuple[str, object]]:
+        """Reported results ``(paper id, result)`` whose ``field`` (method, benchmark or model) equals ``value``."""
+        return self._reported.get((field, value), [])
+
+    def reproduced_for(self, field: str, value: str) -> list[ResultRecord]:
+        return [r for r in self.results if getattr(r, field) == value or (field == "benchmark" and r.protocol == value)]
+
+    # ------------------------------------------------------------ plots and graph data
+    def plot(self, name: str, svg: str) -> str:
+        """Register a generated SVG; returns its path under the docs folder."""
+        path = f"plots/{name}.svg"
+        self.assets[path] = svg
+        return path
+
+    def _families_by_year(self) -> dict[str, dict[int, int]]:
+        kb = self.kb
+        counts: dict[str, dict[int, int]] = {}
+        for p in kb.papers.values():
+            if not p.year:
+                continue
+            fams = {m.family for m in p.introduces.methods}
+            fams |= {t for t in p.tags if t in kb.taxonomy and kb.taxonomy[t].kind == "family"}
+            for fam in fams:
+                per_year = counts.setdefault(kb.taxonomy[fam].name, {})
+                per_year[p.year] = per_year.get(p.year, 0) + 1
+        return counts
+
+    def _graph_data(self) -> dict:
+        """Compact node-link data for the explorer: nodes ``[type, label, url]``, links ``[source, target, type]``."""
+        g = build_graph(self.kb)
+        keep = sorted(n for n, a in g.nodes(data=True) if a["type"] in EXPLORER_TYPES)
+        index = {n: i for i, n in enumerate(keep)}
+        nodes = []
+        for n in keep:
+            a = g.nodes[n]
+            page = taxonomy_page(a["ref"]) if a["type"] == "taxonomy" else record_page(a["type"], a["ref"])
+            nodes.append([a["type"], a["label"], page_dir(page)])
+        links = sorted({(index[u], index[v], t) for u, v, t in g.edges(data="type") if u in index and v in index})
+        return {"types": list(EXPLORER_TYPES), "nodes": nodes, "links": [list(link) for link in links]}
 
 
-def generate_docs(kb: KnowledgeBase, root: Path, repo_edit_url: Optional[str] = None) -> int:
-    """Write every page under ``root/build/docs`` (replacing what was there); return the page count."""
-    pages = Renderer(kb, repo_edit_url).build()
-    out = Path(root) / DOCS_DIR
-    if out.exists():
-        shutil.rmtree(out)
-    for rel, text in sorted(pages.items()):
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assets = TEMPLATES / "assets"
-    if assets.is_dir():
-        shutil.copytree(assets, out / "assets")
+def generate_docs(kb: KnowledgeBase, root: Path, repo_edit_url: Optional[str] = None,
+                  results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset()) -> int:
+    """Bring ``root/build/docs`` in line with the records; return the page count.
+
+    Only files whose content changed are rewritten and files no longer generated are removed,
+    so a live preview reloads just what changed.
+    """
+    renderer = Renderer(kb, repo_edit_url, results, stale_cells)
+    pages = renderer.build()
+    files = {rel: text.encode("utf-8") for rel, text in {**pages, **renderer.assets}.items()}
+    for asset in sorted((TEMPLATES / "assets").rglob("*")):
+        if asset.is_file():
+            files[f"assets/{asset.relative_to(TEMPLATES / 'assets').as_posix()}"] = asset.read_bytes()
+    sync_tree(Path(root) / DOCS_DIR, files)
     return len(pages)
+
+
+def sync_tree(out: Path, files: dict[str, bytes]) -> None:
+    """Make ``out`` hold exactly ``files`` (relative path → bytes), touching only what differs."""
+    for rel, data in sorted(files.items()):
+        path = out / rel
+        if path.is_file() and path.read_bytes() == data:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    if out.is_dir():
+        for path in sorted(out.rglob("*"), reverse=True):  # children before their folders
+            rel = path.relative_to(out).as_posix()
+            if path.is_file() and rel not in files:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+
+def site_settings(root: Path) -> dict:
+    """AlignScope's own settings from ``mkdocs.yml`` (``extra.alignscope``), tolerating mkdocs' custom tags."""
+    import yaml
+
+    class _Lenient(yaml.SafeLoader):
+        pass
+
+    _Lenient.add_multi_constructor("", lambda loader, suffix, node: None)  # !!python/name:... and friends: ignored
+    path = Path(root) / "mkdocs.yml"
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Lenient) if path.is_file() else None
+    extra = (data or {}).get("extra") or {}
+    return dict(extra.get("alignscope") or {})
+
+
+def generate_checkout(root: Path, kb: KnowledgeBase, stale_cells: frozenset[str] = frozenset()) -> tuple[int, list[str]]:
+    """Generate the docs of a checkout from its records and ``results/``; returns (pages, result-file problems)."""
+    from plugins.api import load_results
+
+    results, problems = load_results(Path(root) / "results")
+    n = generate_docs(kb, root, site_settings(root).get("record_edit_url"), results, stale_cells)
+    return n, problems
 
 
 def build_site(root: Path) -> None:

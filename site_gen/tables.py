@@ -55,3 +55,31 @@ def survey_table2(kb: KnowledgeBase) -> list:
 def survey_table3(kb: KnowledgeBase) -> list:
     """Survey Table 3: the five evaluation dimensions and evaluator type of each benchmark in it."""
     return sorted((b for b in kb.benchmarks.values() if b.dimensions_source == "survey Table 3"), key=lambda b: b.name.lower())
+
+
+# ---------------------------------------------------------------- coverage matrices (not in the survey; built from the records)
+
+
+@dataclass(frozen=True)
+class CoverageRow:
+    key: str  # method id or family taxonomy id
+    counts: tuple  # one entry per column
+
+
+def coverage_methods_levels(kb: KnowledgeBase) -> tuple[tuple[str, ...], list[CoverageRow]]:
+    """Methods × the three misalignment levels: 1 where the method targets that level; rows ordered by family."""
+    levels = ("object", "attribute", "relation")
+    rows = [CoverageRow(mid, tuple(int(lvl in m.targets.levels) for lvl in levels))
+            for mid, m in sorted(kb.methods.items(), key=lambda kv: (kv[1].family, kv[1].name.lower()))]
+    return levels, rows
+
+
+def coverage_families_causes(kb: KnowledgeBase) -> tuple[tuple[str, ...], list[CoverageRow]]:
+    """Mitigation families × causes of misalignment: how many methods of the family address the cause."""
+    causes = tuple(sorted(k for k, n in kb.taxonomy.items() if n.kind == "cause"))
+    families = sorted(k for k, n in kb.taxonomy.items() if n.kind == "family")
+    rows = []
+    for fam in families:
+        members = [m for m in kb.methods.values() if m.family == fam]
+        rows.append(CoverageRow(fam, tuple(sum(1 for m in members if c.split("/", 1)[1] in m.targets.causes) for c in causes)))
+    return causes, rows

@@ -1,0 +1,90 @@
+"""Plots drawn at build time as SVG files (matplotlib, Agg, no network, byte-stable output).
+
+Pages embed them with ``<img>``, so nothing in an SVG can run in the reader's browser,
+and a label taken from a record is plain text (``$`` is escaped so mathtext never parses it).
+
+>>> svg = pareto_svg([("A", 1.0, 80.0), ("B", 2.0, 85.0), ("C", 3.0, 84.0)], "t", "x", "y")
+>>> svg.startswith("<?xml") and "A" in svg
+True
+>>> pareto_front([("A", 1.0, 80.0), ("B", 2.0, 85.0), ("C", 3.0, 84.0)])
+[('A', 1.0, 80.0), ('B', 2.0, 85.0)]
+"""
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+STYLE = {
+    "svg.hashsalt": "alignscope",  # fixed ids: two builds give identical files
+    "svg.fonttype": "none",  # text stays text (smaller, searchable); the browser picks a local font
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+PALETTE = ["#3f51b5", "#e65100", "#2e7d32", "#ad1457", "#00838f", "#6d4c41", "#5e35b1", "#9e9d24", "#546e7a", "#c62828",
+           "#0277bd", "#558b2f"]
+
+Point = tuple[str, float, float]  # (label, cost, accuracy)
+
+
+def _text(label: str) -> str:
+    return label.replace("$", r"\$")
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def pareto_front(points: Sequence[Point]) -> list[Point]:
+    """Points no other point beats on both cost (lower) and accuracy (higher), by increasing cost."""
+    front: list[Point] = []
+    for p in sorted(points, key=lambda p: (p[1], -p[2], p[0])):
+        if not front or p[2] > front[-1][2]:
+            front.append(p)
+    return front
+
+
+def pareto_svg(points: Sequence[Point], title: str, xlabel: str, ylabel: str) -> str:
+    """Scatter of accuracy against cost per input, each point labelled, the Pareto front drawn as a step line."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for i, (label, x, y) in enumerate(sorted(points)):
+            ax.scatter([x], [y], color=PALETTE[i % len(PALETTE)], s=28, zorder=3)
+            ax.annotate(_text(label), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8)
+        front = pareto_front(points)
+        if len(front) > 1:
+            ax.step([p[1] for p in front], [p[2] for p in front], where="post", color="#9e9e9e", linestyle="--",
+                    linewidth=1, zorder=2, label="Pareto front (cheaper and better)")
+            ax.legend(loc="lower right", frameon=False, fontsize=8)
+        ax.set_title(_text(title), fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, color="#eeeeee", zorder=0)
+        return _svg(fig)
+
+
+def stacked_bars_svg(counts: dict[str, dict[int, int]], title: str, ylabel: str) -> str:
+    """Stacked bars: one bar per year, one colour per series (e.g. mitigation family)."""
+    years = sorted({y for per_year in counts.values() for y in per_year})
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        bottom = [0] * len(years)
+        for i, (series, per_year) in enumerate(sorted(counts.items())):
+            heights = [per_year.get(y, 0) for y in years]
+            ax.bar([str(y) for y in years], heights, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=_text(series), width=0.7)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        ax.set_title(_text(title), fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        if counts:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
+        return _svg(fig)
