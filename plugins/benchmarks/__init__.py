@@ -1,0 +1,1 @@
+"""Benchmarks: question formats, answer parsers and metrics, one module per benchmark."""
