@@ -82,6 +82,7 @@ def bibtex(p: Paper) -> str:
     return f"@{kind}{{{p.id},\n{body}\n}}"
 
 
+PAPERS_PER_PAGE = 500
 EXPLORER_TYPES = ("taxonomy", "method", "benchmark", "model", "paper")
 """Node types shown in the graph explorer (reported-result nodes have no page of their own)."""
 
@@ -175,7 +176,16 @@ class Renderer:
             papers = sorted(p for p, rec in kb.papers.items() if full in rec.tags)
             self.render(page, "taxonomy.html.j2", node.name, node=node, full=full, parent=kb.parent[full], children=children,
                         methods=sorted(set(methods)), benchmarks=benchmarks, papers=papers)
-        self.render("papers/index.md", "papers_index.html.j2", "Papers", papers=sorted(kb.papers.values(), key=lambda p: (-(p.year or 0), p.id)))
+        fam_plot = self.plot("papers-by-family-and-year", stacked_bars_svg(
+            self._families_by_year(), "Papers per mitigation family and year", "papers"))
+        # The paper list is split into pages of PAPERS_PER_PAGE so no page grows with the knowledge base.
+        ordered = sorted(kb.papers.values(), key=lambda p: (-(p.year or 0), p.id))
+        chunks = [ordered[i:i + PAPERS_PER_PAGE] for i in range(0, len(ordered), PAPERS_PER_PAGE)] or [[]]
+        pager = [(n, "papers/index.md" if n == 1 else f"papers/list/{n}.md", c[0].title[:60] if c else "", c[-1].title[:60] if c else "")
+                 for n, c in enumerate(chunks, start=1)]
+        for (n, page, _, _), chunk in zip(pager, chunks):
+            self.render(page, "papers_index.html.j2", "Papers" if n == 1 else f"Papers, page {n}", papers=chunk, total=len(ordered),
+                        page_no=n, pager=pager, fam_plot=fam_plot)
         for pid, p in sorted(kb.papers.items()):
             self.render(record_page("paper", pid), "paper.html.j2", p.title, p=p, bib=bibtex(p), reported=[(pid, r) for r in p.reported], cited_by=self._cited_by.get(pid, []),
                         edit=self.edit_link("paper", pid))
@@ -204,8 +214,6 @@ class Renderer:
             t1_points, "Reported in the survey's Table 1 (LLaVA-1.5-7B, POPE adversarial)", "seconds per input (reported)",
             "accuracy, % (reported)")) if t1_points else None
         self.render("tables.md", "tables.html.j2", "The survey's tables", wide=True, t1=t1, t2=survey_table2(kb), t3=survey_table3(kb), t1_plot=t1_plot)
-        fam_plot = self.plot("papers-by-family-and-year", stacked_bars_svg(
-            self._families_by_year(), "Papers per mitigation family and year", "papers"))
         self.render("coverage.md", "coverage.html.j2", "Coverage", wide=True, levels=coverage_methods_levels(kb), causes=coverage_families_causes(kb),
                     fam_plot=fam_plot)
         repro_plots = {}
