@@ -1,0 +1,228 @@
+"""The synthetic scene world: determinism, seeds, relations, biases, config errors."""
+from __future__ import annotations
+
+import doctest
+import importlib
+from collections import Counter
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from plugins.world import GRAMMAR_WORDS, Relation, Scene, SceneObject, SceneSampler, WorldConfig, scene_seed
+
+N_STATS = 2000  # scenes per statistical test: enough for ±0.03 on a frequency, still fast
+
+
+@pytest.fixture(scope="module")
+def cfg() -> WorldConfig:
+    return WorldConfig()
+
+
+@pytest.fixture(scope="module")
+def train_scenes(cfg) -> list[Scene]:
+    return list(SceneSampler(cfg).scenes("train", N_STATS))
+
+
+def obj(category: str, cx: float, cy: float, extent: int = 14, color: str = "red", size: str = "small") -> SceneObject:
+    """A hand-placed object with its box centre at (cx, cy)."""
+    return SceneObject(category, color, size, x=int(cx - extent / 2), y=int(cy - extent / 2), extent=extent)
+
+
+# ---------------------------------------------------------------- determinism and seeds
+
+
+def test_same_seed_same_scene(cfg):
+    a, b = SceneSampler(cfg), SceneSampler(WorldConfig())
+    for seed in (0, 1, 12345, 2**62 + 7):
+        assert a.sample(seed) == b.sample(seed)
+    assert a.sample(np.random.default_rng(3)) == a.sample(np.random.default_rng(3))
+
+
+def test_different_seeds_give_different_scenes(cfg):
+    sampler = SceneSampler(cfg)
+    scenes = [sampler.sample(s) for s in range(50)]
+    assert len({tuple(sc.objects) for sc in scenes}) == 50
+
+
+def test_scene_seed_streams_are_disjoint_and_stable():
+    n = 100_000
+    train = {scene_seed("train", i) for i in range(n)}
+    test = {scene_seed("test", i) for i in range(n)}
+    demo = {scene_seed("demo", i) for i in range(1000)}
+    assert len(train) == n and len(test) == n  # no collision inside a split either
+    assert not train & test and not train & demo and not test & demo
+    assert all(0 <= s < 2**63 for s in (min(train), max(train)))
+    assert scene_seed("train", 5) == scene_seed("train", 5)
+    assert scene_seed("train", 5, world_seed=1) != scene_seed("train", 5)
+    # Pinned: seeds must never change silently, or every cached dataset and result goes stale.
+    assert (scene_seed("train", 0), scene_seed("test", 0)) == (3477513971975429986, 328481712742958518)
+    with pytest.raises(ValueError, match="split"):
+        scene_seed("", 0)
+    with pytest.raises(ValueError, match="index"):
+        scene_seed("train", -1)
+
+
+def test_first_train_scene_is_pinned():
+    # A change to the sampler (or to numpy's generators) changes every dataset: make it a visible decision.
+    scene = SceneSampler(WorldConfig()).sample_split("train", 0)
+    assert [(o.category, o.color, o.size, o.x, o.y) for o in scene.objects] == [
+        ("bar", "orange", "small", 32, 35), ("cross", "purple", "large", 7, 27)]
+
+
+def test_sample_split_uses_world_seed():
+    a = SceneSampler(WorldConfig()).sample_split("train", 0)
+    b = SceneSampler(WorldConfig(seed=1)).sample_split("train", 0)
+    assert a.seed != b.seed
+
+
+# ---------------------------------------------------------------- scene validity and relations
+
+
+def test_sampled_scenes_are_valid(cfg, train_scenes):
+    gap = cfg.min_gap
+    counts = Counter(len(s.objects) for s in train_scenes)
+    assert set(counts) == set(range(cfg.min_objects, cfg.max_objects + 1))
+    for scene in train_scenes[:500]:
+        assert len(set(scene.categories)) == len(scene.objects)
+        for o in scene.objects:
+            assert o.extent == cfg.sizes[o.size] and o.color in cfg.colors
+        for i, a in enumerate(scene.objects):
+            for b in scene.objects[i + 1:]:
+                ax0, ay0, ax1, ay1 = a.bbox
+                bx0, by0, bx1, by1 = b.bbox
+                assert ax1 + gap <= bx0 or bx1 + gap <= ax0 or ay1 + gap <= by0 or by1 + gap <= ay0, (a, b)
+
+
+def test_crowded_configs_fall_back_to_a_grid_and_never_fail():
+    # 9 large-box slots in 64 px: random layouts almost always jam, so the grid fallback does the work.
+    cfg = WorldConfig(min_objects=9, max_objects=9)
+    for scene in SceneSampler(cfg).scenes("train", 10):
+        assert len(scene.objects) == 9
+        boxes = [o.bbox for o in scene.objects]
+        for i, (ax0, ay0, ax1, ay1) in enumerate(boxes):
+            for bx0, by0, bx1, by1 in boxes[i + 1:]:
+                assert ax1 + 2 <= bx0 or bx1 + 2 <= ax0 or ay1 + 2 <= by0 or by1 + 2 <= ay0
+
+
+def test_scene_rejects_duplicate_categories_and_out_of_bounds_boxes():
+    with pytest.raises(ValueError, match="appears twice"):
+        Scene(0, 64, (obj("star", 10, 10), obj("star", 40, 40)))
+    with pytest.raises(ValueError, match="outside"):
+        Scene(0, 64, (SceneObject("star", "red", "small", x=55, y=0, extent=14),))
+
+
+@pytest.mark.parametrize("b_center, expected_a_to_b", [
+    ((40, 12), {"left of"}),  # clearly right of a, same height
+    ((12, 40), {"above"}),  # clearly below a, same column
+    ((40, 40), {"left of", "above"}),  # diagonal: one relation per axis
+    ((12 + 7.5, 40), {"above"}),  # x differs by 7.5 < margin 8: no left/right claimed
+    ((12 + 8, 40), {"left of", "above"}),  # exactly the margin counts
+    ((12 + 7, 12 + 7), set()),  # (would overlap in a real scene) too close on both axes: nothing
+])
+def test_relation_rule_on_hand_placed_pairs(b_center, expected_a_to_b):
+    a, b = obj("circle", 12, 12), obj("square", *b_center)
+    scene = Scene(0, 64, (a, b))
+    rels = set(scene.relations(margin=8.0))
+    opposite = {"left of": "right of", "above": "below"}
+    assert {r.predicate for r in rels if r.subject == "circle"} == expected_a_to_b
+    assert {r.predicate for r in rels if r.subject == "square"} == {opposite[p] for p in expected_a_to_b}
+
+
+def test_relations_are_sorted_and_symmetric(train_scenes, cfg):
+    for scene in train_scenes[:200]:
+        rels = scene.relations(cfg.relation_margin)
+        assert list(rels) == sorted(rels)
+        flipped = {Relation(r.object, {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}[r.predicate], r.subject) for r in rels}
+        assert flipped == set(rels)
+
+
+def test_scene_json_round_trip(train_scenes):
+    for scene in train_scenes[:20]:
+        assert Scene.from_dict(scene.to_dict()) == scene
+
+
+# ---------------------------------------------------------------- biases
+
+
+def _conditional(scenes: list[Scene], given: str, then: str) -> float:
+    with_given = [s for s in scenes if given in s.categories]
+    return sum(then in s.categories for s in with_given) / len(with_given)
+
+
+def test_cooccurrence_strength_changes_cooccurrence_frequency():
+    rates = {}
+    for strength in (0.0, 0.9):
+        cfg = WorldConfig(cooccurrence=[{"categories": ["star", "heart", "diamond"], "strength": strength}])
+        scenes = list(SceneSampler(cfg).scenes("train", N_STATS))
+        rates[strength] = (_conditional(scenes, "star", "heart"), _conditional(scenes, "star", "circle"))
+    (heart_0, circle_0), (heart_9, circle_9) = rates[0.0], rates[0.9]
+    assert heart_9 > heart_0 + 0.25, rates  # partners appear together far more often
+    assert circle_9 < circle_0, rates  # ... at the expense of the popular non-partner
+
+
+def test_popularity_skew_orders_first_draws():
+    cfg = WorldConfig(cooccurrence=[], frequency_skew=1.5)
+    scenes = list(SceneSampler(cfg).scenes("train", N_STATS))
+    freq = Counter(c for s in scenes for c in s.categories)
+    assert freq["circle"] > freq["square"] > freq["semicircle"]
+
+
+def test_attribute_prior_is_honoured(cfg, train_scenes):
+    colors = {c: Counter(s.get(c).color for s in train_scenes if s.get(c)) for c in ("star", "square")}
+    assert abs(colors["star"]["yellow"] / sum(colors["star"].values()) - 0.9) < 0.03
+    # Unlisted colours share the remaining 10 % evenly; categories without a prior are uniform.
+    square = colors["square"]
+    shares = np.array([square[c] for c in cfg.colors]) / sum(square.values())
+    assert np.all(np.abs(shares - 1 / len(cfg.colors)) < 0.05), square
+
+
+# ---------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"attribute_priors": {"star": {"gold": 0.9}}},
+     "attribute_priors['star']: unknown colour 'gold'; allowed: black, blue, green, orange, purple, red, yellow"),
+    ({"attribute_priors": {"star": {"yelow": 0.9}}}, "unknown colour 'yelow'; did you mean 'yellow'?"),
+    ({"attribute_priors": {"sun": {"yellow": 0.9}}}, "attribute_priors['sun']: unknown category 'sun'"),
+    ({"attribute_priors": {"star": {"yellow": 0.7, "red": 0.6}}}, "probabilities sum to 1.3 > 1"),
+    ({"cooccurrence": [{"categories": ["star", "hart"], "strength": 0.5}]}, "unknown category 'hart'; did you mean 'heart'?"),
+    ({"cooccurrence": [{"categories": ["star", "heart"], "strength": 1.5}]}, "less than or equal to 1"),
+    ({"cooccurrence": [{"categories": ["star", "heart"], "strenght": 0.5}]}, "unknown key 'strenght'; did you mean 'strength'?"),
+    ({"categories": ["circle", "sqare"]}, "unknown shape 'sqare'; did you mean 'square'?"),
+    ({"min_objects": 4, "max_objects": 3}, "min_objects=4 is greater than max_objects=3"),
+    ({"max_objects": 10}, "max_objects=10 objects of up to 20 px with min_gap=2 do not fit in 64 px (at most 9)"),
+    ({"colors": {"red": (215, 40, 40), "crimson": (225, 50, 45)}}, "'crimson' (225, 50, 45) and 'red' (215, 40, 40) are too close"),
+    ({"sizes": {"left": 14}}, "sizes: 'left' is a template word"),
+    ({"yes_ratio": 1.2}, "yes_ratio"),
+    ({"image_sise": 32}, "unknown key 'image_sise'; did you mean 'image_size'?"),
+])
+def test_invalid_configs_are_rejected_with_clear_messages(kwargs, message):
+    with pytest.raises(ValidationError) as err:
+        WorldConfig(**kwargs)
+    assert message in str(err.value)
+
+
+def test_config_reports_every_problem_at_once_and_is_frozen():
+    with pytest.raises(ValidationError) as err:
+        WorldConfig(min_objects=4, max_objects=3, attribute_priors={"star": {"gold": 0.9}})
+    assert "min_objects=4" in str(err.value) and "'gold'" in str(err.value)
+    cfg = WorldConfig()
+    with pytest.raises(ValidationError):
+        cfg.image_size = 32  # type: ignore[misc]
+    assert cfg.fingerprint() == WorldConfig().fingerprint() != WorldConfig(seed=1).fingerprint()
+    assert set(cfg.categories).isdisjoint(GRAMMAR_WORDS) and len(cfg.categories) >= 10 and len(cfg.colors) >= 6
+
+
+def test_colour_key_order_does_not_change_the_data(cfg):
+    shuffled = WorldConfig(colors=dict(reversed(list(cfg.colors.items()))))
+    assert SceneSampler(shuffled).sample(5) == SceneSampler(cfg).sample(5)
+
+
+# ---------------------------------------------------------------- docstring examples
+
+
+@pytest.mark.parametrize("module", ["plugins.world.config", "plugins.world.scene"])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
