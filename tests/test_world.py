@@ -1,15 +1,19 @@
-"""The synthetic scene world: determinism, seeds, relations, biases, config errors."""
+"""The synthetic scene world: determinism, seeds, relations, biases, rendering, config errors."""
 from __future__ import annotations
 
 import doctest
 import importlib
+import zlib
 from collections import Counter
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from plugins.world import GRAMMAR_WORDS, Relation, Scene, SceneObject, SceneSampler, WorldConfig, scene_seed
+from plugins.world import (
+    GRAMMAR_WORDS, HOLLOW_SHAPES, SHAPES, Relation, Scene, SceneObject, SceneSampler, WorldConfig, encode_png,
+    object_mask, render, scene_seed, shape_mask,
+)
 
 N_STATS = 2000  # scenes per statistical test: enough for ±0.03 on a frequency, still fast
 
@@ -32,10 +36,11 @@ def obj(category: str, cx: float, cy: float, extent: int = 14, color: str = "red
 # ---------------------------------------------------------------- determinism and seeds
 
 
-def test_same_seed_same_scene(cfg):
+def test_same_seed_same_scene_and_same_image_bytes(cfg):
     a, b = SceneSampler(cfg), SceneSampler(WorldConfig())
     for seed in (0, 1, 12345, 2**62 + 7):
         assert a.sample(seed) == b.sample(seed)
+        assert render(a.sample(seed), cfg).tobytes() == render(b.sample(seed), cfg).tobytes()
     assert a.sample(np.random.default_rng(3)) == a.sample(np.random.default_rng(3))
 
 
@@ -177,6 +182,71 @@ def test_attribute_prior_is_honoured(cfg, train_scenes):
     assert np.all(np.abs(shares - 1 / len(cfg.colors)) < 0.05), square
 
 
+# ---------------------------------------------------------------- rendering
+
+
+def _probe_pixel(o: SceneObject) -> tuple[int, int]:
+    """(row, col) where the object's colour must show: its centre, or for a ring the nearest pixel on it."""
+    centre = (o.y + o.extent // 2, o.x + o.extent // 2)
+    if o.category not in HOLLOW_SHAPES:
+        return centre
+    rows, cols = np.nonzero(shape_mask(o.category, o.extent) == 1.0)
+    k = int(np.argmin((o.y + rows - centre[0]) ** 2 + (o.x + cols - centre[1]) ** 2))
+    return o.y + int(rows[k]), o.x + int(cols[k])
+
+
+def test_solid_shapes_cover_their_centre():
+    for name in SHAPES:
+        for extent in (12, 14, 20):
+            m = shape_mask(name, extent)
+            assert m.shape == (extent, extent) and m.dtype == np.float32 and 0 < m.mean() < 1
+            if name not in HOLLOW_SHAPES:
+                assert m[extent // 2, extent // 2] == 1.0, (name, extent)
+
+
+def test_shapes_are_distinct_masks():
+    masks = {name: shape_mask(name, 20) > 0.5 for name in SHAPES}
+    for i, a in enumerate(SHAPES):
+        for b in SHAPES[i + 1:]:
+            assert (masks[a] != masks[b]).sum() >= 20, (a, b)  # at least 5 % of the box differs
+
+
+def test_rendered_objects_have_their_colour_at_their_centre(train_scenes):
+    clean = WorldConfig(pixel_noise_std=0.0)
+    for scene in train_scenes[:100]:
+        image = render(scene, clean)
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        for o in scene.objects:
+            r, c = _probe_pixel(o)
+            assert tuple(image[r, c]) == clean.colors[o.color], (o, image[r, c])
+        covered = sum(object_mask(o, 64) for o in scene.objects)
+        assert (image[covered == 0] == clean.background).all()
+
+
+def test_pixel_noise_is_mild_and_seeded(cfg, train_scenes):
+    scene = train_scenes[0]
+    clean = render(scene, WorldConfig(pixel_noise_std=0.0)).astype(int)
+    noisy = render(scene, cfg).astype(int)
+    diff = noisy - clean
+    assert 3 < diff.std() < 9  # std 6 in 0-255 units (a little less where clipped)
+    for o in scene.objects:  # the object's colour still dominates its centre
+        r, c = _probe_pixel(o)
+        assert np.abs(noisy[r, c] - np.array(cfg.colors[o.color])).max() <= 30
+    other = Scene(seed=scene.seed + 1, image_size=64, objects=scene.objects)
+    assert render(other, cfg).tobytes() != render(scene, cfg).tobytes()  # noise follows the scene seed
+
+
+def test_encode_png_is_a_valid_stable_png(train_scenes, cfg):
+    image = render(train_scenes[0], cfg)
+    png = encode_png(image)
+    assert png == encode_png(image) and png[:8] == b"\x89PNG\r\n\x1a\n"
+    # Decode by hand: the IDAT payload is each row prefixed with filter byte 0.
+    start = png.index(b"IDAT") + 4
+    length = int.from_bytes(png[start - 8:start - 4], "big")
+    raw = np.frombuffer(zlib.decompress(png[start:start + length]), dtype=np.uint8).reshape(64, 1 + 64 * 3)
+    assert (raw[:, 0] == 0).all() and (raw[:, 1:].reshape(64, 64, 3) == image).all()
+
+
 # ---------------------------------------------------------------- config validation
 
 
@@ -222,7 +292,7 @@ def test_colour_key_order_does_not_change_the_data(cfg):
 # ---------------------------------------------------------------- docstring examples
 
 
-@pytest.mark.parametrize("module", ["plugins.world.config", "plugins.world.scene"])
+@pytest.mark.parametrize("module", ["plugins.world.config", "plugins.world.scene", "plugins.world.render"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
