@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 PYTHON ?= python3
 
-.PHONY: help install test validate site serve reproduce train
+.PHONY: help install test validate site serve reproduce train bench bench-site
 
 help:
 	@echo "make reproduce   install if needed, run the experiment matrix (not yet: see README), build the site"
@@ -16,6 +16,8 @@ help:
 	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
 	@echo "make serve       preview the site on http://127.0.0.1:8000, regenerated when a record changes"
 	@echo "make train       rebuild the embedded tiny LLaVA (not yet: see README)"
+	@echo "make bench       speed of our own code (world sampler and renderer)"
+	@echo "make bench-site  site generation and build for a synthetic 10,000-paper knowledge base"
 
 install: $(STAMP)
 
@@ -44,3 +46,10 @@ reproduce: install validate site
 train: install
 	@echo "make train: the embedded tiny LLaVA and its training recipe are not built yet (see README, 'Status')." >&2
 	@exit 1
+
+bench: install
+	$(PY) bench/bench_world.py
+
+PAPERS ?= 10000
+bench-site: install
+	$(PY) bench/bench_site.py --papers $(PAPERS)
