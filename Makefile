@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 PYTHON ?= python3
 
-.PHONY: help install test validate site serve reproduce train bench bench-site
+.PHONY: help install browser test validate site serve reproduce train bench bench-site
 
 help:
 	@echo "make reproduce   install if needed, run the experiment matrix (not yet: see README), build the site"
@@ -28,8 +28,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -qq --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
-test: install
+test: install browser
 	$(PY) -m pytest
+
+# Debian's chromium for the browser tests (Playwright drives it and never downloads a browser).
+# Outside CI a failed install only warns, and the browser tests are skipped; under CI it is an error.
+browser:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; } || { \
+	    if [ -n "$$CI" ]; then echo "error: could not install chromium" >&2; exit 1; fi; \
+	    echo "warning: could not install chromium; the browser tests will be skipped" >&2; }; }
 
 validate: install
 	$(BIN)/alignscope validate

@@ -111,3 +111,81 @@ def test_strict_build_of_the_repository(repo_copy):
     table = (site / "tables" / "index.html").read_text()
     assert '<td data-split="popular" data-metric="f1"></td>' in table  # SID's empty cell stays empty
     assert '<td data-split="adversarial" data-metric="precision">94.1</td>' in table
+
+
+def _result(method: str, split: str, acc: float, seed: int = 0, **extra):
+    from plugins.api import ResultRecord
+
+    return ResultRecord.model_validate({
+        "method": method, "benchmark": "pope-synth", "split": split, "model": "tiny-test-model", "protocol": "pope",
+        "seed": seed, "n_samples": 12, "metrics": {"accuracy": acc, "precision": 0.5, "recall": 0.25, "f1": 0.2, "yes_ratio": 0.5},
+        "seconds_per_input": 0.125, "fingerprint": "0123456789abcdef",
+        "provenance": {"git_commit": "abcdef0123", "dirty": False, "package_versions": {"torch": "x"}, "device": "cpu",
+                       "dtype": "float32", "decoding": {"strategy": "greedy"}, "parser": "pope-official-v1", "date": "2026-11-22"},
+        **extra})
+
+
+def test_reproduced_numbers_are_shown_labelled_with_provenance(repo_copy):
+    from plugins.api import save_record
+    from site_gen.render import generate_checkout
+
+    results = repo_copy / "results"
+    save_record(results, _result("baseline", "adversarial", 0.75))
+    save_record(results, _result("vcd", "adversarial", 0.8125, seed=0))
+    save_record(results, _result("vcd", "adversarial", 0.8375, seed=1))
+    (results / "broken.json").write_text("{not json", encoding="utf-8")
+    kb, _ = load_knowledge_base(repo_copy)
+    _, problems = generate_checkout(repo_copy, kb)
+    assert len(problems) == 1 and "broken.json" in problems[0]  # reported, left out, the site still builds
+    docs_dir = repo_copy / DOCS_DIR
+    page = (docs_dir / "reproduction.md").read_text()
+    # VCD's two seeds are averaged: (81.25 + 83.75) / 2 = 82.5 %
+    assert re.search(r'data-split="adversarial" data-metric="accuracy" title="reproduced · tiny-test-model · pope-synth/adversarial · '
+                     r'seeds 0,1 · n=24 · commit abcdef0123 · 2026-11-22[^"]*">82.5</td>', page)
+    assert "75.0" in page
+    # reported beside reproduced: the survey's LLaVA-1.5-7B baseline on POPE adversarial (77.9) sits next to ours
+    side = page[page.index('id="reported-vs-reproduced"'):]
+    assert "<td>reported</td>" in side and "77.9" in side and "<td>reproduced</td>" in side
+    assert "Reproduced: tiny-test-model, pope-synth adversarial" in (docs_dir / "plots" / "reproduced-tiny-test-model--pope-synth.svg").read_text()
+    vcd = (docs_dir / "methods" / "vcd.md").read_text()
+    assert "reproduced" in vcd and "83.8" in vcd and "81.2" in vcd
+
+
+def test_stale_results_are_marked(repo_copy):
+    from plugins.api import save_record
+    from site_gen.render import generate_docs
+
+    rec = _result("vcd", "random", 0.5)
+    save_record(repo_copy / "results", rec)
+    kb, _ = load_knowledge_base(repo_copy)
+    generate_docs(kb, repo_copy, results=[rec], stale_cells=frozenset({rec.cell}))
+    page = (repo_copy / DOCS_DIR / "reproduction.md").read_text()
+    assert 'class="as-stale"' in page and "STALE: the code changed since this ran" in page
+
+
+def test_graph_data_for_the_explorer(mini_kb):
+    import json
+
+    pages = docs(mini_kb)
+    data = json.loads(pages["assets/graph.json"])
+    assert data["types"] == ["taxonomy", "method", "benchmark", "model", "paper"]
+    by_url = {url: (kind, label) for kind, label, url in data["nodes"]}
+    assert by_url["methods/vcd/"] == ("method", "VCD")
+    assert by_url["taxonomy/level.object/"][0] == "taxonomy"
+    for src, dst, kind in data["links"]:
+        assert 0 <= src < len(data["nodes"]) and 0 <= dst < len(data["nodes"]) and kind
+    # every node URL is a page that exists
+    for url in by_url:
+        assert f"{url[:-1]}.md" in pages or f"{url}index.md" in pages, url
+
+
+def test_generation_rewrites_only_what_changed(mini_kb):
+    docs(mini_kb)
+    target = mini_kb / DOCS_DIR / "methods" / "vcd.md"
+    stray = mini_kb / DOCS_DIR / "papers" / "gone.md"
+    stray.write_text("left over from a deleted record")
+    before = target.stat().st_mtime_ns
+    os.utime(target, ns=(before - 10**9, before - 10**9))
+    docs(mini_kb)
+    assert target.stat().st_mtime_ns == before - 10**9  # unchanged page not rewritten (live preview reloads less)
+    assert not stray.exists()  # pages of deleted records disappear

@@ -98,8 +98,12 @@
         x0 = Math.min(x0, pos.x[q]); x1 = Math.max(x1, pos.x[q]); y0 = Math.min(y0, pos.y[q]); y1 = Math.max(y1, pos.y[q]);
       }
       if (!pick.length) { x0 = y0 = 0; x1 = W; y1 = H; }
-      // fit the drawing: a margin for node radii on the left, room for labels on the right
-      svg.setAttribute("viewBox", [x0 - 20, y0 - 20, x1 - x0 + 140, y1 - y0 + 40].map(function (v) { return v.toFixed(0); }).join(" "));
+      // Fit the drawing with a margin (room for labels on the right), keeping the canvas's aspect ratio
+      // and a minimum size, so a small neighbourhood is not blown up to fill the screen.
+      var bw = Math.max(x1 - x0 + 180, 600), bh = Math.max(y1 - y0 + 80, 420);
+      if (bw / bh > W / H) bh = bw * H / W; else bw = bh * W / H;
+      var cx = (x0 + x1) / 2 + 50, cy = (y0 + y1) / 2;
+      svg.setAttribute("viewBox", [cx - bw / 2, cy - bh / 2, bw, bh].map(function (v) { return v.toFixed(0); }).join(" "));
       var gEdges = el("g", { "class": "as-edges" }), gNodes = el("g", { "class": "as-nodes" });
       edges.forEach(function (e) {
         var line = el("line", { x1: pos.x[e[0]].toFixed(1), y1: pos.y[e[0]].toFixed(1), x2: pos.x[e[1]].toFixed(1), y2: pos.y[e[1]].toFixed(1), "class": "as-edge as-edge-" + e[2] });
@@ -130,8 +134,11 @@
 
     form.addEventListener("change", function (ev) {
       if (ev.target.name === "focus") {
-        var hit = byName[ev.target.value];
-        focus = hit === undefined ? null : hit;
+        // "change" also fires when the box loses focus (e.g. on a click into the graph): redrawing then
+        // would replace the node under the pointer and swallow the click, so redraw only on a new focus.
+        var hit = byName[ev.target.value], next = hit === undefined ? null : hit;
+        if (next === focus) return;
+        focus = next;
       }
       draw();
     });
