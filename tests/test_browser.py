@@ -90,7 +90,9 @@ def page(browser, site_url, request):
 def test_search_finds_a_method_and_opens_its_page(page, site_url):
     page.goto(site_url + "/")
     page.locator("label.md-search__icon, .md-search__input").first.click()
-    page.locator("input.md-search__input").fill("VCD")
+    # Material builds its index in a web worker; a query typed before it is ready is not re-run.
+    page.locator(".md-search-result__meta", has_text="Type to start searching").wait_for(timeout=60_000)
+    page.locator("input.md-search__input").press_sequentially("VCD", delay=50)
     hit = page.locator('a.md-search-result__link[href*="methods/vcd/"]').first
     hit.wait_for()
     hit.click()
