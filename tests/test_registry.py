@@ -65,6 +65,15 @@ def test_importing_and_listing_the_registry_imports_no_torch():
     assert out.split() == ["[]", "[]", "[]"]
 
 
+def test_listing_models_does_not_import_the_model_module():
+    out = run_python("""
+        import sys
+        import plugins.registry as r
+        print(r.list_models("llava*"), "plugins.models.llava" in sys.modules)
+    """)
+    assert "llava-1.5-7b" in out and out.strip().endswith("False")
+
+
 # ---------------------------------------------------------------- listing and describing
 
 def test_baseline_is_registered_under_the_result_record_name():
@@ -108,6 +117,12 @@ def test_describe_of_an_unknown_kind_suggests_the_right_one():
 
 def test_static_scan_sees_the_same_as_importing():
     assert registry.verify() == []
+
+
+def test_registered_models_are_listed_from_source():
+    assert "llava-1.5-7b" in list_models()
+    entry = {e.name: e for e in registry.entries("models")}["llava-1.5-7b"]
+    assert entry.module == "plugins.models.llava" and entry.summary
 
 
 # ---------------------------------------------------------------- errors
