@@ -231,6 +231,19 @@ def test_chat_template_is_used_when_present(tmp_path):
         plain.format_prompt("<image> is there a cat ?")
 
 
+def test_tokenizer_chat_template_is_the_second_choice(checkpoint):
+    adapter = LlavaAdapter.load(checkpoint, device="cpu")  # a fresh copy: the template is set on its tokenizer
+    adapter.tokenizer.chat_template = "{% for m in messages %}USER : {{ m['content'] }}{% endfor %} ASSISTANT :"
+    assert adapter.format_prompt("is there a cat ?") == "USER : <image>\nis there a cat ? ASSISTANT :"
+
+
+def test_pil_images_give_the_same_answers_as_arrays(adapter, batch):
+    image_module = pytest.importorskip("PIL.Image")
+    as_pil = batch.replace(images=[image_module.fromarray(im) for im in batch.images])
+    assert all(np.array_equal(a, b) for a, b in zip(as_pil.images, batch.images))  # stored as arrays
+    assert adapter.generate(as_pil[:2], max_new_tokens=4) == adapter.generate(batch[:2], max_new_tokens=4)
+
+
 def test_stored_generation_settings_do_not_change_greedy(tmp_path, adapter, batch):
     with pytest.warns(UserWarning, match="repetition_penalty"):
         odd = LlavaAdapter.load(build_tiny_llava(tmp_path / "odd", generation_overrides={"repetition_penalty": 3.0}),
