@@ -501,11 +501,11 @@ def _describe(value: Any) -> str:
 
 @register_model("llava-1.5-7b")
 def llava_1_5_7b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
-    """LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from the local HF cache or ``path``; never downloads."""
+    """LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from a local directory (path=) or the local HF cache; never downloads."""
     return LlavaAdapter.load(path or "llava-hf/llava-1.5-7b-hf", device, dtype)
 
 
 @register_model("llava-1.5-13b")
 def llava_1_5_13b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
-    """LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from the local HF cache or ``path``; never downloads."""
+    """LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from a local directory (path=) or the local HF cache; never downloads."""
     return LlavaAdapter.load(path or "llava-hf/llava-1.5-13b-hf", device, dtype)
