@@ -1,0 +1,1 @@
+"""Mitigation methods, one module each, registered by name (see :mod:`plugins.methods.base`)."""

@@ -1,0 +1,230 @@
+"""The method interface: what a mitigation method may change, through public extension points only.
+
+A method is a :class:`Method` subclass registered by name (``@register_method("vcd")``) with a
+frozen pydantic ``Config`` whose defaults are the official ones. Around every call of
+``model.generate`` the adapter (:class:`plugins.models.llava.LlavaAdapter`) applies the method's
+four extension points, per chunk of the batch, in this order:
+
+1. :meth:`Method.transform_inputs` — change the inputs (another prompt, a transformed image);
+2. :meth:`Method.hooks` — a context manager holding forward (pre-)hooks, removed on exit;
+3. :meth:`Method.logits_processors` — ``transformers`` ``LogitsProcessor`` objects
+   (``__call__(input_ids, scores) -> scores``, never mutating their inputs) for decoding-time
+   methods; a contrastive one runs its second forward pass inside its own processor, the way
+   ``UnbatchedClassifierFreeGuidanceLogitsProcessor`` does;
+4. :meth:`Method.postprocess` — correct the decoded texts (post-decoding methods).
+
+Every default does nothing, so the unmitigated ``baseline`` is a subclass with no overrides.
+Nothing patches ``generate``. Randomness is drawn per item from ``batch.item_seed(i)`` so that
+results do not depend on the batch size.
+
+>>> from pydantic import Field
+>>> class Scaled(Method):
+...     '''Example: a method with one hyper-parameter.'''
+...     class Config(MethodConfig):
+...         alpha: float = Field(1.0, ge=0)  # weight of the correction; the official default
+>>> Scaled().config.alpha, Scaled({"alpha": 0.5}).config.alpha
+(1.0, 0.5)
+>>> Scaled({"alpah": 2})
+Traceback (most recent call last):
+...
+plugins.methods.base.MethodConfigError: Scaled config: unknown key 'alpah'; did you mean 'alpha'? Expected keys: alpha
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import inspect
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+if TYPE_CHECKING:  # the adapter imports torch; this module must not
+    from transformers import LogitsProcessor
+
+    from plugins.models.batch import Batch
+    from plugins.models.llava import LlavaAdapter
+
+__all__ = ["Method", "MethodConfig", "MethodConfigError", "ForwardHooks", "source_sha256"]
+
+
+class MethodConfigError(ValueError):
+    """Invalid method hyper-parameters; each line says ``Method config key: problem``."""
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's hyper-parameters: frozen, and unknown keys fail with a suggestion.
+
+    Give each field its official default and a one-line comment saying what it does.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = sorted(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else "."
+                    expected = ", ".join(known) if known else "(none: this method takes no options)"
+                    raise ValueError(f"unknown key {key!r}{hint} Expected keys: {expected}")
+        return data
+
+
+class Method:
+    """Base class of every method: no intervention at all (plain greedy decoding).
+
+    Subclasses set ``Config`` (a :class:`MethodConfig` subclass) and override any of the four
+    extension points. ``name`` is set by ``@register_method``.
+    """
+
+    name: ClassVar[str] = ""  # the registered name, set by @register_method
+    Config: ClassVar[type[MethodConfig]] = MethodConfig  # frozen, extra="forbid"; defaults = official defaults
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        config = cls.__dict__.get("Config", cls.Config)
+        if not (isinstance(config, type) and issubclass(config, MethodConfig)):
+            raise TypeError(f"{cls.__module__}.{cls.__qualname__}.Config is {config!r}, expected a subclass of "
+                            "plugins.methods.base.MethodConfig (frozen, extra='forbid')")
+        settings = config.model_config
+        if settings.get("frozen") is not True or settings.get("extra") != "forbid":
+            raise TypeError(f"{cls.__module__}.{cls.__qualname__}.Config must stay frozen=True and extra='forbid', "
+                            f"got frozen={settings.get('frozen')!r}, extra={settings.get('extra')!r}")
+
+    def __init__(self, config: MethodConfig | Mapping[str, Any] | None = None):
+        self.config = self._validate_config(config)
+
+    @classmethod
+    def _validate_config(cls, config: Any) -> MethodConfig:
+        label = f"{cls.name or cls.__qualname__} config"
+        if config is None:
+            config = {}
+        if isinstance(config, MethodConfig):
+            if type(config) is not cls.Config:
+                raise MethodConfigError(f"{label}: got a {type(config).__qualname__}, expected {cls.Config.__qualname__} "
+                                        "(or a dict of its keys)")
+            return config
+        if not isinstance(config, Mapping):
+            raise MethodConfigError(f"{label}: got a {type(config).__name__}, expected a dict of hyper-parameters or None")
+        try:
+            return cls.Config.model_validate(dict(config))
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                key = ".".join(str(p) for p in err["loc"])
+                message = err["msg"].removeprefix("Value error, ")
+                lines.append(f"{label}{' ' + key if key else ''}: {message}")
+            raise MethodConfigError("\n".join(lines)) from None
+
+    # ------------------------------------------------------------ the four extension points
+
+    def transform_inputs(self, model: "LlavaAdapter", batch: "Batch") -> "Batch":
+        """Return the batch to run instead of ``batch`` (same length, same order). Default: unchanged."""
+        return batch
+
+    def hooks(self, model: "LlavaAdapter", batch: "Batch") -> contextlib.AbstractContextManager:
+        """A context manager active during ``generate``; register forward hooks in it (see :class:`ForwardHooks`)."""
+        return contextlib.nullcontext()
+
+    def logits_processors(self, model: "LlavaAdapter", batch: "Batch") -> list["LogitsProcessor"]:
+        """Logits processors for this chunk, applied after any the caller passes. Default: none."""
+        return []
+
+    def postprocess(self, model: "LlavaAdapter", batch: "Batch", texts: list[str]) -> list[str]:
+        """Correct the decoded answers (one per item, same order). Default: unchanged."""
+        return texts
+
+    # ------------------------------------------------------------ identity
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        """What identifies this method's behaviour for the runner's cache: name, config, code.
+
+        ``source_sha256`` covers the source of every ``plugins`` module in the class hierarchy
+        (the method's module and this base), so editing either marks old results stale.
+        """
+        cls = type(self)
+        return {
+            "method": self.name,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "config": self.config.model_dump(mode="json"),
+            "source_sha256": source_sha256(cls),
+        }
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__qualname__}({fields})"
+
+
+def source_sha256(cls: type) -> str:
+    """SHA-256 over the source files of the ``plugins.*`` modules defining ``cls`` and its bases."""
+    modules = sorted({c.__module__ for c in cls.__mro__ if c.__module__.split(".")[0] == "plugins"})
+    digest = hashlib.sha256()
+    for name in modules:
+        module = sys.modules.get(name)
+        path = inspect.getsourcefile(module) if module is not None else None
+        if path is None:
+            raise ValueError(f"no source file for module {name!r} (class {cls.__qualname__}); cannot fingerprint it")
+        with open(path, "rb") as fh:
+            digest.update(f"{name}\0".encode() + hashlib.sha256(fh.read()).digest())
+    return digest.hexdigest()
+
+
+class ForwardHooks(contextlib.AbstractContextManager):
+    """Forward hooks that exist only inside a ``with`` block: registered on enter, removed on exit.
+
+    Removal happens even when generation raises, so a model never keeps a method's hooks.
+    ``add`` returns ``self``, which makes a method's :meth:`Method.hooks` a one-liner::
+
+        def hooks(self, model, batch):
+            return ForwardHooks().add(model.decoder_layers[2].self_attn, self._scale_attention)
+
+    >>> import torch
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> with ForwardHooks().add(layer, lambda module, args, output: output * 0):
+    ...     layer(torch.ones(1, 2)).abs().sum().item()
+    0.0
+    >>> len(layer._forward_hooks)
+    0
+    """
+
+    def __init__(self) -> None:
+        # (module, hook, pre, with_kwargs); see torch.nn.Module.register_forward_hook for the signatures
+        self._specs: list[tuple[Any, Callable[..., Any], bool, bool]] = []
+        self._handles: list[Any] = []
+
+    def add(self, module: Any, hook: Callable[..., Any], *, pre: bool = False, with_kwargs: bool = False) -> "ForwardHooks":
+        """Queue ``hook`` on ``module``: a forward hook, or a forward pre-hook with ``pre=True``."""
+        if not hasattr(module, "register_forward_hook"):
+            raise TypeError(f"cannot hook a {type(module).__name__}, expected a torch.nn.Module")
+        if not callable(hook):
+            raise TypeError(f"hook is a {type(hook).__name__}, expected a callable")
+        if self._handles:
+            raise RuntimeError("ForwardHooks.add() inside the with block; add every hook before entering")
+        self._specs.append((module, hook, pre, with_kwargs))
+        return self
+
+    def __enter__(self) -> "ForwardHooks":
+        if self._handles:
+            raise RuntimeError("ForwardHooks entered twice; use one instance per with block")
+        try:
+            for module, hook, pre, with_kwargs in self._specs:
+                register = module.register_forward_pre_hook if pre else module.register_forward_hook
+                self._handles.append(register(hook, with_kwargs=with_kwargs))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Optional[bool]:
+        self._remove()
+        return None
+
+    def _remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()

@@ -1,0 +1,511 @@
+"""LlavaAdapter: any Hugging Face LLaVA-style checkpoint, loaded offline, decoded greedily in batches.
+
+The adapter wraps a ``LlavaForConditionalGeneration`` and its ``AutoProcessor`` and gives methods
+and benchmarks one small surface:
+
+* :meth:`LlavaAdapter.load` — a local directory, or a hub id found **only in the local Hugging
+  Face cache**; nothing is ever downloaded. A missing checkpoint raises
+  :class:`CheckpointNotFoundError` naming every place it looked and how to get the weights.
+* :meth:`LlavaAdapter.encode` — questions → chat-formatted, **left-padded** token ids with
+  attention masks and the image-token mask (where the image features go: SID, PAI and OPERA
+  need those positions).
+* :meth:`LlavaAdapter.generate` — batched greedy decoding that gives the same answers as running
+  each item alone, with a method's four extension points applied around ``model.generate``.
+* :meth:`LlavaAdapter.forward` — logits for next-token scoring.
+* :meth:`LlavaAdapter.checkpoint_hash` — SHA-256 of the checkpoint's files, for the runner.
+
+Shapes: B items, T prompt tokens (after left padding), V vocabulary, N images (≤ B), P image
+tokens per image (576 for LLaVA-1.5: 336 px / 14 px patches = 24², CLS dropped).
+
+>>> import tempfile, numpy as np
+>>> from tests.tiny_llava import build_tiny_llava, random_images
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     adapter = LlavaAdapter.load(build_tiny_llava(tmp + "/tiny"), device="cpu")
+...     batch = Batch(images=random_images(2), prompts=["is there a cat ?", "what color ?"])
+...     answers = adapter.generate(batch, max_new_tokens=4)
+...     encoded = adapter.encode(batch)
+>>> len(answers), [len(p) for p in encoded.image_token_positions()]
+(2, [16, 16])
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+
+import torch
+
+from plugins.models.batch import Batch
+from plugins.registry import register_model
+
+if TYPE_CHECKING:
+    from transformers import LogitsProcessor
+
+    from plugins.methods.base import Method
+
+__all__ = ["LlavaAdapter", "EncodedBatch", "Batch", "CheckpointNotFoundError", "resolve_checkpoint",
+           "resolve_device", "resolve_dtype", "hf_cache_dir", "PLAIN_TEMPLATE"]
+
+PLAIN_TEMPLATE = "USER: {image}\n{question} ASSISTANT:"
+"""The LLaVA-1.5 conversation format, used when neither processor nor tokenizer has a chat template."""
+PLAIN_TEMPLATE_TEXT_ONLY = "USER: {question} ASSISTANT:"
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NOT_HASHED = re.compile(r"^(\..*|README.*|LICEN[CS]E.*|.*\.md)$", re.IGNORECASE)  # documentation, not behaviour
+_HASH_CHUNK = 1 << 20
+# Settings of a stored generation_config.json that would change *greedy* decoding; the adapter drops them.
+_GREEDY_CHANGING = {
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0, "min_new_tokens": None,
+    "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
+    "guidance_scale": None, "remove_invalid_values": False, "num_beams": 1, "do_sample": False,
+}
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint at the given path or in the local Hugging Face cache; the message says where it looked."""
+
+
+# ---------------------------------------------------------------- device, dtype, checkpoint lookup
+
+def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """``"auto"`` → ``cuda`` if available else ``cpu``; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device == "auto":
+        resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device {device!r} is not a torch device, expected auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for CUDA but torch {torch.__version__} sees no GPU "
+                         "(torch.cuda.is_available() is False); use --device cpu or --device auto")
+    return resolved
+
+
+def resolve_dtype(dtype: Union[str, torch.dtype] = "auto", device: Union[str, torch.device] = "cpu") -> torch.dtype:
+    """``"auto"`` → float32 on CPU; bfloat16 on a CUDA GPU that supports it, else float16.
+
+    >>> resolve_dtype("auto", "cpu"), resolve_dtype("bf16")
+    (torch.float32, torch.bfloat16)
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        device = torch.device(device)
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        close = difflib.get_close_matches(str(dtype), list(_DTYPES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"dtype {dtype!r} is not known{hint} Expected auto, float32, float16 or bfloat16")
+    return _DTYPES[dtype]
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, resolved from the environment now (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def resolve_checkpoint(path_or_id: Union[str, Path], *, revision: str = "main",
+                       cache_dir: Union[str, Path, None] = None) -> Path:
+    """The local directory holding ``path_or_id``: the directory itself, or a snapshot in the HF cache.
+
+    Only the file system is read: a hub id ``owner/name`` is looked up as
+    ``<cache>/models--owner--name/refs/<revision>`` → ``snapshots/<commit>/``, the layout
+    ``huggingface_hub`` writes. Raises :class:`CheckpointNotFoundError` otherwise.
+    """
+    text = os.fspath(path_or_id)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise CheckpointNotFoundError(
+                f"{local} is a directory but not a checkpoint: it has no config.json. Expected a folder written by "
+                "save_pretrained (config.json, model.safetensors, processor and tokenizer files)")
+        return local.resolve()
+    looked = [f"the local directory {local.resolve()} (does not exist)" if not local.exists()
+              else f"{local.resolve()} (a file, not a checkpoint directory)"]
+    if isinstance(path_or_id, str) and _HUB_ID.match(text) and not text.startswith("."):
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else hf_cache_dir()
+        repo = cache / f"models--{text.replace('/', '--')}"
+        snapshot, why = _cached_snapshot(repo, revision)
+        if snapshot is not None:
+            return snapshot
+        looked.append(f"the Hugging Face cache {repo} ({why})")
+        how = (f"AlignScope never downloads. To get it, run on a machine with network access: "
+               f"`hf download {text}` (or `huggingface-cli download {text}`; set HF_HUB_CACHE or HF_HOME to "
+               f"use another cache), or pass the path of a local checkpoint directory.")
+    else:
+        how = ("Expected a directory written by save_pretrained, or a Hugging Face hub id such as "
+               "llava-hf/llava-1.5-7b-hf that is in the local cache.")
+    raise CheckpointNotFoundError(f"checkpoint {text!r} not found. Looked in: " + "; ".join(looked) + ". " + how)
+
+
+def _cached_snapshot(repo: Path, revision: str) -> tuple[Optional[Path], str]:
+    """(snapshot dir, "") if ``revision`` of the cached ``repo`` is complete enough to load, else (None, why)."""
+    if not repo.is_dir():
+        return None, "no such folder"
+    ref = repo / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text(encoding="utf-8").strip()
+    elif re.fullmatch(r"[0-9a-f]{40}", revision):
+        commit = revision
+    else:
+        known = sorted(p.name for p in (repo / "refs").glob("*")) if (repo / "refs").is_dir() else []
+        return None, f"no ref {revision!r}; refs present: {', '.join(known) or 'none'}"
+    snapshot = repo / "snapshots" / commit
+    if not snapshot.is_dir():
+        return None, f"revision {revision!r} points to snapshot {commit}, which is missing"
+    if not (snapshot / "config.json").is_file():
+        return None, f"snapshot {commit} has no config.json (an incomplete download?)"
+    return snapshot, ""
+
+
+def _file_sha256(path: Path) -> str:
+    """Content SHA-256 of ``path``; for a hub-cache symlink to an LFS blob, the blob's name *is* that hash."""
+    if path.is_symlink():
+        target = path.resolve()
+        if target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
+            return target.name  # LFS blobs are stored under the SHA-256 of their content
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+                digest.update(chunk)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256, per process
+
+
+# ---------------------------------------------------------------- encoded inputs
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch as the model sees it: left-padded tokens, masks, pixels, and where the image tokens are."""
+
+    input_ids: torch.Tensor  # (B, T) long, left-padded with the pad token
+    attention_mask: torch.Tensor  # (B, T) long, 0 on padding
+    position_ids: torch.Tensor  # (B, T) long, counting from 0 at each item's first real token
+    pixel_values: Optional[torch.Tensor]  # (N, 3, H, W) in the model dtype: items with an image, in order; None if none
+    image_token_mask: torch.Tensor  # (B, T) bool, True where an image feature replaces the token
+    prompts: tuple[str, ...]  # the formatted prompt strings, for debugging and provenance
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def prompt_length(self) -> int:
+        """T: generated tokens start at this index of ``generate``'s output."""
+        return self.input_ids.shape[1]
+
+    def image_token_positions(self) -> list[torch.Tensor]:
+        """Per item, the (P,) indices into T of its image tokens (empty for a text-only item)."""
+        return [row.nonzero().flatten() for row in self.image_token_mask]
+
+    def model_inputs(self, with_position_ids: bool = True) -> dict[str, torch.Tensor]:
+        """Keyword arguments for ``LlavaForConditionalGeneration.forward`` (or ``generate``)."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if with_position_ids:
+            inputs["position_ids"] = self.position_ids
+        if self.pixel_values is not None:
+            inputs["pixel_values"] = self.pixel_values
+        return inputs
+
+
+# ---------------------------------------------------------------- the adapter
+
+class LlavaAdapter:
+    """One loaded LLaVA-style model with its processor, on one device, in eval mode.
+
+    ``model`` is the ``LlavaForConditionalGeneration``; ``processor`` its ``LlavaProcessor``. The
+    adapter takes both over: the tokenizer is switched to left padding, and the model's
+    generation config is reduced to its token ids, so that decoding is plain greedy whatever the
+    checkpoint's ``generation_config.json`` says (the original stays in
+    :attr:`stored_generation_config`; a warning names any setting that would have changed greedy
+    output). Methods reach the layers they hook through :attr:`decoder_layers`,
+    :attr:`vision_tower` and :attr:`projector`. Nothing here computes gradients.
+    """
+
+    def __init__(self, model: Any, processor: Any, *, source: Union[str, Path, None] = None):
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is None or getattr(processor, "image_processor", None) is None:
+            raise TypeError(f"processor is a {type(processor).__name__}, expected a LLaVA processor with a tokenizer "
+                            "and an image processor (AutoProcessor of a LLaVA checkpoint)")
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self.source = Path(source) if source is not None else None  # the directory the weights came from
+        tokenizer.padding_side = "left"  # generated tokens must follow every prompt directly
+        if tokenizer.pad_token_id is None:  # Llama tokenizers may have none; padding is masked out anyway
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        self.image_token = getattr(processor, "image_token", "<image>")
+        self.image_token_id = int(model.config.image_token_id)
+        tokenized = tokenizer.convert_tokens_to_ids(self.image_token)
+        if tokenized != self.image_token_id:
+            raise ValueError(f"the processor's image token {self.image_token!r} has id {tokenized} but the model "
+                             f"expects image_token_id {self.image_token_id}; processor and model do not match")
+        self.stored_generation_config = model.generation_config  # kept for provenance
+        self._neutralise_generation_config()
+        self._checkpoint_hash: Optional[str] = None
+
+    @classmethod
+    def load(cls, path_or_id: Union[str, Path], device: Union[str, torch.device] = "auto",
+             dtype: Union[str, torch.dtype] = "auto", *, revision: str = "main",
+             cache_dir: Union[str, Path, None] = None, attn_implementation: Optional[str] = None) -> "LlavaAdapter":
+        """Load a checkpoint from a local directory or the local HF cache; never downloads.
+
+        ``device``: auto, cpu, cuda, cuda:N. ``dtype``: auto (float32 on CPU, bfloat16/float16 on
+        CUDA), float32, float16, bfloat16. ``attn_implementation``: ``"eager"`` when a method needs
+        attention weights (``output_attentions``); default lets transformers choose (sdpa).
+        """
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        directory = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir)
+        model_type = _read_model_type(directory)
+        if model_type != "llava":
+            raise ValueError(f"{directory / 'config.json'}: model_type is {model_type!r}, expected 'llava' "
+                             "(a LlavaForConditionalGeneration checkpoint such as llava-hf/llava-1.5-7b-hf)")
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch_dtype, local_files_only=True, **extra)
+        processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
+        return cls(model.to(torch_device), processor, source=directory)
+
+    # ------------------------------------------------------------ properties methods use
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def decoder_layers(self) -> Any:
+        """The language model's decoder layers (an ``nn.ModuleList``), e.g. for attention hooks."""
+        return self.model.model.language_model.layers
+
+    @property
+    def vision_tower(self) -> Any:
+        return self.model.model.vision_tower
+
+    @property
+    def projector(self) -> Any:
+        return self.model.model.multi_modal_projector
+
+    @property
+    def eos_token_id(self) -> Union[int, list[int]]:
+        eos = self.model.generation_config.eos_token_id
+        return eos if eos is not None else self.tokenizer.eos_token_id
+
+    # ------------------------------------------------------------ prompts and encoding
+
+    def format_prompt(self, question: str, has_image: bool = True) -> str:
+        """The full prompt for one question: the checkpoint's chat template, else :data:`PLAIN_TEMPLATE`."""
+        if self.image_token in question:
+            raise ValueError(f"question {question[:60]!r} contains the image token {self.image_token!r}; pass the "
+                             "bare question, the adapter inserts the image token itself")
+        if getattr(self.processor, "chat_template", None):
+            content = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": question}]
+            return self.processor.apply_chat_template([{"role": "user", "content": content}],
+                                                      add_generation_prompt=True, tokenize=False)
+        if getattr(self.tokenizer, "chat_template", None):
+            text = f"{self.image_token}\n{question}" if has_image else question
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                      add_generation_prompt=True, tokenize=False)
+        if has_image:
+            return PLAIN_TEMPLATE.format(image=self.image_token, question=question)
+        return PLAIN_TEMPLATE_TEXT_ONLY.format(question=question)
+
+    def encode(self, batch: Batch) -> EncodedBatch:
+        """Format, tokenize (left padding) and move one batch to the model's device."""
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batch is a {type(batch).__name__}, expected plugins.models.batch.Batch")
+        if len(batch) == 0:
+            raise ValueError("empty batch, expected at least one item")
+        prompts = tuple(self.format_prompt(q, has) for q, has in zip(batch.prompts, batch.has_images))
+        images = [image for image in batch.images if image is not None]
+        bos = self.tokenizer.bos_token
+        # A chat template that writes the BOS token itself must not get a second one from the tokenizer.
+        add_special_tokens = not (bos and all(p.startswith(bos) for p in prompts))
+        features = self.processor(text=list(prompts), images=images or None, padding=True, return_tensors="pt",
+                                  add_special_tokens=add_special_tokens)
+        input_ids = features["input_ids"].to(self.device)  # (B, T)
+        attention_mask = features["attention_mask"].to(self.device)  # (B, T)
+        if attention_mask[:, -1].eq(0).any():
+            raise RuntimeError("the tokenizer padded on the right; the adapter needs left padding for batched generation")
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, T), as generate computes them
+        pixel_values = features.get("pixel_values")
+        if pixel_values is not None:
+            pixel_values = pixel_values.to(self.device, self.dtype)  # (N, 3, H, W)
+        return EncodedBatch(input_ids, attention_mask, position_ids, pixel_values,
+                            input_ids == self.image_token_id, prompts)
+
+    # ------------------------------------------------------------ scoring and generation
+
+    @torch.inference_mode()
+    def forward(self, batch: Union[Batch, EncodedBatch], **kwargs: Any) -> torch.Tensor:
+        """Logits (B, T, V) over the left-padded prompt; ``[:, -1]`` scores every item's next token.
+
+        Extra keyword arguments go to the model's forward (e.g. ``output_attentions=True`` with
+        ``attn_implementation="eager"``); use :meth:`encode` for the matching image-token positions.
+        """
+        encoded = batch if isinstance(batch, EncodedBatch) else self.encode(batch)
+        return self.model(**encoded.model_inputs(), **kwargs).logits  # (B, T, V)
+
+    def next_token_logits(self, batch: Union[Batch, EncodedBatch]) -> torch.Tensor:
+        """(B, V) logits of the first answer token."""
+        return self.forward(batch, logits_to_keep=1)[:, -1]
+
+    def generate(self, batch: Batch, max_new_tokens: int = 32,
+                 logits_processors: Sequence["LogitsProcessor"] = (), method: Optional["Method"] = None,
+                 batch_size: int = 8) -> list[str]:
+        """Greedy answers, one per item, in order; identical whatever ``batch_size`` is.
+
+        Items run in chunks of ``batch_size``. For each chunk, a ``method`` is applied in this order:
+        ``transform_inputs`` → ``hooks`` (active during ``model.generate`` only) →
+        ``logits_processors`` (after the ones passed here) → ``postprocess``. Hooks, logits
+        processors and ``transform_inputs`` see the transformed chunk; ``postprocess`` sees the
+        chunk as asked (original questions and images) with the decoded answers.
+        """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens is {max_new_tokens!r}, expected a positive integer")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size is {batch_size!r}, expected a positive integer")
+        answers: list[str] = []
+        for start in range(0, len(batch), batch_size):
+            answers.extend(self._generate_chunk(batch[start:start + batch_size], max_new_tokens,
+                                                list(logits_processors), method))
+        return answers
+
+    def _generate_chunk(self, chunk: Batch, max_new_tokens: int, processors: list[Any],
+                        method: Optional["Method"]) -> list[str]:
+        from transformers import LogitsProcessorList
+
+        run = chunk
+        if method is not None:
+            run = method.transform_inputs(self, chunk)
+            if not isinstance(run, Batch) or len(run) != len(chunk):
+                raise ValueError(f"{type(method).__qualname__}.transform_inputs returned {_describe(run)}, expected a "
+                                 f"Batch of the same {len(chunk)} items in the same order")
+        encoded = self.encode(run)
+        hooks = method.hooks(self, run) if method is not None else contextlib.nullcontext()
+        with hooks:
+            if method is not None:
+                processors = processors + list(method.logits_processors(self, run))
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **encoded.model_inputs(with_position_ids=False),  # generate derives them from the mask
+                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_id,
+                    logits_processor=LogitsProcessorList(processors))  # (B, T + new)
+        texts = self.decode(output[:, encoded.prompt_length:])
+        if method is not None:
+            texts = list(method.postprocess(self, chunk, texts))
+            if len(texts) != len(chunk) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"{type(method).__qualname__}.postprocess returned {_describe(texts)}, expected "
+                                 f"{len(chunk)} strings")
+        return texts
+
+    def decode(self, token_ids: torch.Tensor) -> list[str]:
+        """(B, L) generated ids → answers, without special tokens or surrounding spaces."""
+        return [text.strip() for text in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+    # ------------------------------------------------------------ identity
+
+    def checkpoint_hash(self) -> str:
+        """SHA-256 over the checkpoint directory's files (weights, config, tokenizer, processor), cached.
+
+        Every file in the directory counts except documentation (README, LICENSE, ``*.md``, dot
+        files): what loads must match. Hub-cache LFS files are not re-read: their blob name is
+        already their SHA-256. A model built in memory (no ``source``) has no checkpoint hash.
+        """
+        if self._checkpoint_hash is None:
+            if self.source is None:
+                raise ValueError("this adapter was built from objects in memory, not loaded from a directory; "
+                                 "save it with save_pretrained and load it to get a checkpoint hash")
+            files = sorted(p for p in self.source.iterdir() if p.is_file() and not _NOT_HASHED.match(p.name))
+            digest = hashlib.sha256()
+            for path in files:
+                digest.update(f"{path.name}\t{_file_sha256(path)}\n".encode("utf-8"))
+            self._checkpoint_hash = digest.hexdigest()
+        return self._checkpoint_hash
+
+    def _neutralise_generation_config(self) -> None:
+        """Keep only token ids from the stored generation config, so decoding is plain greedy."""
+        from transformers import GenerationConfig
+
+        stored = self.model.generation_config
+        changed = {key: getattr(stored, key) for key, neutral in _GREEDY_CHANGING.items()
+                   if getattr(stored, key, neutral) not in (neutral, None)}
+        if changed:
+            warnings.warn(f"the checkpoint's generation_config.json sets {changed}; AlignScope decodes greedily "
+                          "without them so that every method starts from the same baseline", stacklevel=3)
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=stored.bos_token_id, eos_token_id=stored.eos_token_id,
+            pad_token_id=stored.pad_token_id if stored.pad_token_id is not None else self.tokenizer.pad_token_id)
+
+    def __repr__(self) -> str:
+        return f"LlavaAdapter({str(self.source or 'in-memory')!r}, device={str(self.device)!r}, dtype={self.dtype})"
+
+
+def _read_model_type(directory: Path) -> Optional[str]:
+    path = directory / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON config ({exc}), expected the checkpoint's config.json") from None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (list, tuple, Batch)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+# ---------------------------------------------------------------- registered checkpoints
+
+@register_model("llava-1.5-7b")
+def llava_1_5_7b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
+    """LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from a local directory (path=) or the local HF cache; never downloads."""
+    return LlavaAdapter.load(path or "llava-hf/llava-1.5-7b-hf", device, dtype)
+
+
+@register_model("llava-1.5-13b")
+def llava_1_5_13b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
+    """LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from a local directory (path=) or the local HF cache; never downloads."""
+    return LlavaAdapter.load(path or "llava-hf/llava-1.5-13b-hf", device, dtype)
