@@ -16,7 +16,7 @@ help:
 	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
 	@echo "make serve       preview the site on http://127.0.0.1:8000, regenerated when a record changes"
 	@echo "make train       rebuild the embedded tiny LLaVA (not yet: see README)"
-	@echo "make bench       speed of our own code (world sampler and renderer)"
+	@echo "make bench       speed of our own code (world sampler and renderer, model adapter)"
 	@echo "make bench-site  site generation and build for a synthetic 10,000-paper knowledge base"
 
 install: $(STAMP)
@@ -59,6 +59,7 @@ train: install
 
 bench: install
 	$(PY) bench/bench_world.py
+	$(PY) bench/bench_adapter.py
 
 PAPERS ?= 10000
 bench-site: install

@@ -265,6 +265,21 @@ def site(
         typer.echo(f"built site/ in {time.perf_counter() - t0:.2f} s")
 
 
+@app.command("list")
+def list_(kind: str = typer.Argument(..., help="methods, benchmarks or models")) -> None:
+    """List registered plugins with one-line summaries (no torch import: the plugin sources are scanned)."""
+    from plugins.registry import RegistryError, describe
+
+    try:
+        rows = describe(kind)
+    except RegistryError as exc:
+        _err(str(exc))
+        raise typer.Exit(2)
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, summary in rows:
+        typer.echo(f"{name:<{width}}  {summary}")
+
+
 def _generate(root: Path, kb) -> int:
     from site_gen.render import generate_checkout
 
