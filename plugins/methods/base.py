@@ -27,19 +27,20 @@ results do not depend on the batch size.
 >>> Scaled({"alpah": 2})
 Traceback (most recent call last):
 ...
-plugins.methods.base.MethodConfigError: Scaled config: unknown key 'alpah'; did you mean 'alpha'? Expected keys: alpha
+plugins.methods.base.MethodConfigError: Scaled config: unknown key 'alpah'; did you mean 'alpha'? allowed: alpha
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import inspect
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import ValidationError
+
+from plugins.config import StrictConfig
 
 if TYPE_CHECKING:  # the adapter imports torch; this module must not
     from transformers import LogitsProcessor
@@ -54,26 +55,11 @@ class MethodConfigError(ValueError):
     """Invalid method hyper-parameters; each line says ``Method config key: problem``."""
 
 
-class MethodConfig(BaseModel):
+class MethodConfig(StrictConfig):
     """Base of every method's hyper-parameters: frozen, and unknown keys fail with a suggestion.
 
     Give each field its official default and a one-line comment saying what it does.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            known = sorted(cls.model_fields)
-            for key in data:
-                if key not in cls.model_fields:
-                    close = difflib.get_close_matches(str(key), known, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else "."
-                    expected = ", ".join(known) if known else "(none: this method takes no options)"
-                    raise ValueError(f"unknown key {key!r}{hint} Expected keys: {expected}")
-        return data
 
 
 class Method:

@@ -16,12 +16,13 @@ Value error, attribute_priors['star']: unknown colour 'yelow'; did you mean 'yel
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from typing import Any, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from plugins.config import StrictConfig, did_you_mean, unknown  # noqa: F401 (did_you_mean re-exported)
 
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "heart", "diamond",
@@ -51,41 +52,7 @@ DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A "; did you mean 'x'?" suffix when ``word`` is a near miss of one of ``choices``."""
-    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def unknown(what: str, value: object, allowed: Iterable[str], *, keep_order: bool = False) -> str:
-    """The one wording for a bad name: the value, a near miss if any, and every allowed value.
-
-    >>> unknown("colour", "yelow", ["red", "yellow"])
-    "unknown colour 'yelow'; did you mean 'yellow'? allowed: red, yellow"
-    """
-    names = list(allowed) if keep_order else sorted(set(allowed))
-    hint = did_you_mean(str(value), names)
-    # "...; did you mean 'x'? allowed: ..." reads as two sentences; without a hint, "; allowed: ...".
-    return f"unknown {what} {value!r}{hint}{' ' if hint else '; '}allowed: {', '.join(names)}"
-
-
-class _Frozen(BaseModel):
-    """Immutable, and an unknown key fails with a "did you mean" suggestion (house rule 2)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unknown_keys(cls, data: Any) -> Any:
-        # pydantic's own extra="forbid" message does not suggest the intended key, so check first.
-        if isinstance(data, dict):
-            known = set(cls.model_fields)
-            bad = [k for k in data if k not in known]
-            if bad:
-                raise ValueError("; ".join(
-                    unknown("key", k, known)
-                    for k in bad))
-        return data
+_Frozen = StrictConfig  # immutable, unknown keys fail with a "did you mean" (house rule 2)
 
 
 class CooccurrenceGroup(_Frozen):
