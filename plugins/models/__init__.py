@@ -1,0 +1,10 @@
+"""Models for the experiments: the embedded tiny LLaVA, its tokenizer and processor, and its training recipe.
+
+* :mod:`plugins.models.tokenizer` — the world's closed vocabulary as a ``PreTrainedTokenizerFast``
+  with a LLaVA-1.5 chat template, a ``CLIPImageProcessor`` and the ``LlavaProcessor`` around both;
+* :mod:`plugins.models.tiny_llava` — config builders for the tiny CLIP towers, the tiny Llama and
+  the ``LlavaConfig`` (stock transformers classes only, so ``from_pretrained`` needs nothing of ours);
+* :mod:`plugins.models.data` — training examples drawn from the world's "train" stream;
+* :mod:`plugins.models.train` — the survey's staged recipe (``alignscope train``);
+* :mod:`plugins.models.quick_eval` — POPE / attribute / relation accuracy on the "test" stream.
+"""
