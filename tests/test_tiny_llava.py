@@ -164,7 +164,7 @@ def test_micro_training_lowers_every_stage_loss():
     data = build_world_data(cfg.world, cfg.n_train_scenes)
     lm, log0 = pretrain_lm(cfg, data, enc, vocab, progress=False)
     clip, log1 = train_vision(cfg, data, enc, vocab, progress=False)
-    _, log1s = train_vision(cfg.model_copy(update={"stage1_objective": "supervised"}), data, enc, vocab, progress=False)
+    _, log1s = train_vision(cfg.model_copy(update={"stage1_objective": "supervised-regions"}), data, enc, vocab, progress=False)
     llava = assemble_llava(cfg.model, vocab, cfg.world.image_size, clip, lm, seed=cfg.seed)
     log2 = tune_projector(cfg, llava, data, enc, progress=False)
     log3 = tune_end_to_end(cfg, llava, data, enc, progress=False)

@@ -30,7 +30,7 @@ answers only), plus the index of its image, if any:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -133,6 +133,45 @@ def text_examples(data: WorldData, i: int, enc: WordEncoder, no_context_prob: fl
 def clip_text_ids(data: WorldData, enc: WordEncoder) -> list[list[int]]:
     """``<s> caption </s>`` per scene, for the stage-1 CLIP text encoder (it pools at ``</s>``)."""
     return [[enc.bos_id] + enc(c) + [enc.eos_id] for c in data.captions]
+
+
+def hard_negative_captions(scene: Scene, world: WorldConfig, rng: np.random.Generator) -> list[str]:
+    """Captions that differ from the true one in exactly one fact (NegCLIP-style hard negatives).
+
+    Up to three: one object's category replaced by an absent category, one object's colour
+    replaced, and two objects' categories swapped (same words, wrong binding). Contrastive
+    training against these cannot succeed by matching colours or word sets alone: it has to see shapes.
+
+    >>> from plugins.world import SceneSampler
+    >>> world = WorldConfig()
+    >>> scene = SceneSampler(world).sample_split("train", 0)
+    >>> negs = hard_negative_captions(scene, world, np.random.default_rng(0))
+    >>> len(negs), caption(scene, world) in negs
+    (3, False)
+    """
+    objs = list(scene.objects)
+    out: list[str] = []
+
+    def caption_with(changed: list) -> str:
+        return caption(replace(scene, objects=tuple(changed)), world)
+
+    absent = [c for c in world.categories if c not in scene.categories]
+    k = int(rng.integers(len(objs)))
+    if absent:
+        changed = list(objs)
+        changed[k] = replace(objs[k], category=absent[int(rng.integers(len(absent)))])
+        out.append(caption_with(changed))
+    other_colours = [c for c in sorted(world.colors) if c != objs[k].color]
+    changed = list(objs)
+    changed[k] = replace(objs[k], color=other_colours[int(rng.integers(len(other_colours)))])
+    out.append(caption_with(changed))
+    if len(objs) >= 2:
+        a, b = (int(x) for x in rng.choice(len(objs), size=2, replace=False))
+        changed = list(objs)
+        changed[a], changed[b] = replace(objs[a], category=objs[b].category), replace(objs[b], category=objs[a].category)
+        out.append(caption_with(changed))
+    truth = caption(scene, world)
+    return [c for c in out if c != truth]
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad: int) -> torch.Tensor:

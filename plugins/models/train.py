@@ -7,10 +7,11 @@ Stages (each a function below, each logged with a tqdm bar and a saved loss curv
    (:func:`plugins.models.data.text_examples`). This is where the LM's priors come from
    (co-occurrence, attribute priors, popularity), as an LVLM's LLM brings its own.
 1. **Contrastive encoder training** — a ``CLIPModel`` (tiny ViT + tiny text encoder) trained with
-   CLIP's symmetric InfoNCE on (image, exact caption) pairs; identical captions in a batch count as
-   positives of each other rather than as false negatives. ``stage1_objective="supervised"``
-   replaces it by per-patch region labels (category and colour of the object under each patch),
-   to measure how well contrastive training grounds in comparison.
+   CLIP's symmetric InfoNCE on (image, exact caption) pairs, plus the same loss between the
+   captions' object phrases and the ViT's patch tokens (:func:`train_vision`); identical texts in a
+   batch count as positives of each other rather than as false negatives.
+   ``stage1_objective="supervised-regions"`` replaces it by per-patch region labels, to measure
+   how well contrastive training grounds in comparison.
 2. **Adapter tuning** — the LLaVA is assembled (stage 1's vision tower, stage 0's LM, a new MLP
    projector) and only the projector trains, on image captions; vision tower and LM are frozen.
 3. **End-to-end tuning** — everything trains on image captions plus multi-turn object, attribute
@@ -38,6 +39,7 @@ import platform
 import random
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
@@ -48,15 +50,16 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from plugins.models.data import (
-    IGNORE, Example, WorldData, build_world_data, caption_example, clip_text_ids, collate, pad_batch,
-    question_example, region_labels, text_examples,
+    TRAIN_STREAM, Example, WorldData, build_world_data, caption_example, collate, hard_negative_captions,
+    pad_batch, question_example, region_labels, text_examples,
 )
 from plugins.models.tiny_llava import (
     TinyLlavaConfig, assemble_llava, build_clip, build_lm, count_parameters, parameter_counts,
 )
 from plugins.models.tokenizer import WordEncoder, build_processor, build_vocab, num_image_tokens, pixel_values
-from plugins.world import WorldConfig
+from plugins.world import WorldConfig, object_phrase
 from plugins.world.config import _Frozen
+from plugins.world.scene import stream_rng
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"
 
@@ -85,7 +88,8 @@ class TrainConfig(_Frozen):
     n_train_scenes: int = Field(default=12000, ge=8)  # scenes 0..n-1 of the "train" stream
     lm_pretrain: StageConfig = StageConfig(steps=600, batch_size=64, lr=3e-3, weight_decay=0.01)  # stage 0
     contrastive: StageConfig = StageConfig(steps=500, batch_size=128, lr=2e-3, weight_decay=0.01)  # stage 1
-    stage1_objective: Literal["contrastive", "supervised"] = "contrastive"  # CLIP InfoNCE, or per-patch region labels
+    stage1_objective: Literal["contrastive-regions", "contrastive-global", "supervised-regions"] = "contrastive-regions"  # see train_vision
+    hard_negatives: int = Field(default=3, ge=0, le=3)  # stage 1: one-fact-wrong captions per image as extra negatives
     projector: StageConfig = StageConfig(steps=150, batch_size=32, lr=3e-3)  # stage 2 (projector only)
     end_to_end: StageConfig = StageConfig(steps=900, batch_size=32, lr=1e-3, weight_decay=0.01)  # stage 3
     caption_share: float = Field(default=0.25, ge=0, le=1)  # stage 3: share of caption examples (rest: questions)
@@ -220,53 +224,120 @@ def pretrain_lm(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: d
     return lm, log
 
 
+def shape_phrase(category: str) -> str:
+    """``"a star"``, ``"an arrow"``: the category alone, as a caption would name it."""
+    return f"{'an' if category[0] in 'aeiou' else 'a'} {category}"
+
+
+def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """InfoNCE over the rows of ``logits`` (R, C) with several positives allowed: ``positive`` (R, C) marks them.
+
+    Rows without any positive are skipped. With one positive per row this is CLIP's cross-entropy.
+    """
+    has = positive.sum(dim=1) > 0  # (R,)
+    target = positive[has] / positive[has].sum(dim=1, keepdim=True)  # (R', C) rows sum to 1
+    return F.cross_entropy(logits[has], target)
+
+
 def train_vision(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: dict[str, int],
                  progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Stage 1: contrastive (CLIP InfoNCE) or supervised (region labels) training of the vision tower."""
+    """Stage 1: train the vision tower — contrastively against the text encoder, or on region labels.
+
+    * ``contrastive-global``: CLIP. Image CLS vs caption ``</s>`` embeddings, symmetric InfoNCE over
+      the batch; identical captions count as positives of each other (no false negatives), and
+      ``hard_negatives`` one-fact-wrong captions per image join the texts.
+    * ``contrastive-regions`` (default): CLIP's loss plus the same InfoNCE between the object
+      phrases of the captions ("a small red star") and the *patch tokens* the LLaVA reads: a
+      phrase scores an image by its best-matching patch. Captions of a closed vocabulary split
+      into phrases exactly, so this is weak, box-free region-phrase alignment (as GLIP/RegionCLIP
+      get from detectors); each image also meets one hard-negative phrase (one present object with
+      its shape swapped for an absent one).
+    * ``supervised-regions``: no text; a linear head on the patch tokens predicts the category
+      and colour of the object under each patch (labels from the renderer). The upper bound the
+      contrastive objectives are compared with.
+    """
     seed_everything(config.seed + 1)
     clip = build_clip(config.model, vocab, config.world.image_size)
     stage = config.contrastive
     stream = index_batches(len(data.scenes), stage.batch_size, config.seed + 1)
+    layer = config.model.vision_feature_layer
 
-    if config.stage1_objective == "contrastive":
-        texts = clip_text_ids(data, enc)
-        caption_id = np.unique(np.asarray(data.captions), return_inverse=True)[1]  # (N,) same id = same caption
-        max_logit_scale = math.log(100.0)  # CLIP clamps its temperature at 1/100
+    def patch_tokens(px: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        out = clip.vision_model(pixel_values=px, output_hidden_states=True)
+        return out, out.hidden_states[layer][:, 1:]  # (B, P, C) the patch tokens the LLaVA projector will read
 
-        def loss_fn(_: int) -> torch.Tensor:
-            idx = next(stream)
-            ids = pad_batch([texts[i] for i in idx], enc.pad_id)  # (B, L)
-            out = clip(input_ids=ids, attention_mask=(ids != enc.pad_id).long(),
-                       pixel_values=torch.from_numpy(pixel_values(data.images[idx])))
-            logits = out.logits_per_image  # (B, B) scaled cosine similarities, image i vs caption j
-            cid = torch.from_numpy(caption_id[idx])
-            same = (cid[:, None] == cid[None, :]).float()  # (B, B) identical captions are positives too
-            target = same / same.sum(dim=1, keepdim=True)  # (B, B) rows sum to 1; symmetric
-            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-
-        def clamp() -> None:
-            with torch.no_grad():
-                clip.logit_scale.clamp_(0, max_logit_scale)
-
-        log = run_stage("stage 1: contrastive encoder training", clip, stage, loss_fn, progress, clamp)
-    else:
+    if config.stage1_objective == "supervised-regions":
         category, colour = region_labels(data, config.model.patch_size)  # (N, P) each, -1 = background
         n_cat, n_col = len(config.world.categories), len(config.world.colors)
         heads = torch.nn.Linear(config.model.vision_hidden, (n_cat + 1) + (n_col + 1))  # +1: background class
         trainable = torch.nn.ModuleDict({"vision": clip.vision_model, "heads": heads})
-        layer = config.model.vision_feature_layer
 
-        def loss_fn(_: int) -> torch.Tensor:
+        def supervised_loss(_: int) -> torch.Tensor:
             idx = next(stream)
-            out = clip.vision_model(pixel_values=torch.from_numpy(pixel_values(data.images[idx])), output_hidden_states=True)
-            feats = out.hidden_states[layer][:, 1:]  # (B, P, C) patch tokens the LLaVA projector will read
+            _, feats = patch_tokens(torch.from_numpy(pixel_values(data.images[idx])))  # (B, P, C)
             logits = heads(feats)  # (B, P, n_cat + 1 + n_col + 1)
             cat_t = torch.from_numpy(category[idx] + 1)  # (B, P) 0 = background
             col_t = torch.from_numpy(colour[idx] + 1)  # (B, P)
             return (F.cross_entropy(logits[..., :n_cat + 1].flatten(0, 1), cat_t.flatten())
                     + F.cross_entropy(logits[..., n_cat + 1:].flatten(0, 1), col_t.flatten()))
 
-        log = run_stage("stage 1: supervised region-label training", trainable, stage, loss_fn, progress)
+        log = run_stage("stage 1: supervised region labels", trainable, stage, supervised_loss, progress)
+        log["objective"] = config.stage1_objective
+        return clip, log
+
+    regions = config.stage1_objective == "contrastive-regions"
+    n_neg = config.hard_negatives
+    captions = list(data.captions)
+    negatives = [hard_negative_captions(scene, config.world, stream_rng(scene.seed, TRAIN_STREAM + 1))[:n_neg]
+                 for scene in data.scenes] if n_neg else [[] for _ in data.scenes]
+    # Every object at two granularities: "a small red star" and "a star" (the shape alone: the hard part).
+    phrases = [[object_phrase(o) for o in scene.objects] + [shape_phrase(o.category) for o in scene.objects]
+               for scene in data.scenes]
+    wrong_phrase = []  # one present object with its shape replaced by an absent category, per scene
+    for scene in data.scenes:
+        rng = stream_rng(scene.seed, TRAIN_STREAM + 2)
+        absent = [c for c in config.world.categories if c not in scene.categories]
+        obj = scene.objects[int(rng.integers(len(scene.objects)))]
+        wrong_phrase.append(object_phrase(replace(obj, category=absent[int(rng.integers(len(absent)))])) if absent else None)
+    max_logit_scale = math.log(100.0)  # CLIP clamps its temperature at 1/100
+
+    def encode_texts(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = pad_batch([[enc.bos_id] + enc(t) + [enc.eos_id] for t in texts], enc.pad_id)  # (T, L)
+        out = clip.text_model(input_ids=ids, attention_mask=(ids != enc.pad_id).long())
+        return F.normalize(clip.text_projection(out.pooler_output), dim=-1), ids  # (T, D) pooled at </s>
+
+    def contrastive_loss(_: int) -> torch.Tensor:
+        idx = next(stream)
+        b = len(idx)
+        out, feats = patch_tokens(torch.from_numpy(pixel_values(data.images[idx])))
+        scale = clip.logit_scale.exp()
+
+        # CLIP: image CLS vs captions (B of them, then the B*K hard negatives).
+        texts = [captions[i] for i in idx] + [t for i in idx for t in negatives[i]]
+        txt, _ = encode_texts(texts)  # (T, D)
+        img = F.normalize(clip.visual_projection(out.pooler_output), dim=-1)  # (B, D)
+        sim = scale * img @ txt.t()  # (B, T)
+        describes = torch.tensor([[t == captions[i] for t in texts] for i in idx], dtype=torch.float32)  # (B, T)
+        loss = 0.5 * (info_nce(sim, describes) + info_nce(sim[:, :b].t(), describes[:, :b].t()))
+        if not regions:
+            return loss
+
+        # Regions: each object phrase vs the patch tokens; an image's score for a phrase is its best patch.
+        batch_phrases = sorted({p for i in idx for p in phrases[i]} | {wrong_phrase[i] for i in idx if wrong_phrase[i]})
+        phr, _ = encode_texts(batch_phrases)  # (S, D)
+        patches = F.normalize(clip.visual_projection(clip.vision_model.post_layernorm(feats)), dim=-1)  # (B, P, D)
+        region_sim = scale * torch.einsum("bpd,sd->bsp", patches, phr).amax(dim=2)  # (B, S)
+        present = torch.tensor([[p in phrases[i] for p in batch_phrases] for i in idx], dtype=torch.float32)  # (B, S)
+        # image -> its phrases (multi-positive), and phrase -> the images that hold it
+        loss = loss + 0.5 * (info_nce(region_sim, present) + info_nce(region_sim.t(), present.t()))
+        return loss
+
+    def clamp() -> None:
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, max_logit_scale)
+
+    log = run_stage(f"stage 1: contrastive encoder training ({config.stage1_objective})", clip, stage,
+                    contrastive_loss, progress, clamp)
     log["objective"] = config.stage1_objective
     return clip, log
 
