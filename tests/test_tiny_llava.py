@@ -165,10 +165,11 @@ def test_micro_training_lowers_every_stage_loss():
     lm, log0 = pretrain_lm(cfg, data, enc, vocab, progress=False)
     clip, log1 = train_vision(cfg, data, enc, vocab, progress=False)
     _, log1s = train_vision(cfg.model_copy(update={"stage1_objective": "supervised-regions"}), data, enc, vocab, progress=False)
+    _, log1c = train_vision(cfg.model_copy(update={"stage1_objective": "contrastive-regions"}), data, enc, vocab, progress=False)
     llava = assemble_llava(cfg.model, vocab, cfg.world.image_size, clip, lm, seed=cfg.seed)
     log2 = tune_projector(cfg, llava, data, enc, progress=False)
     log3 = tune_end_to_end(cfg, llava, data, enc, progress=False)
-    for log in (log0, log1, log1s, log2, log3):
+    for log in (log0, log1, log1s, log1c, log2, log3):
         assert len(log["losses"]) == 12 and _lowered(log), (log["name"], log["losses"])
 
 
@@ -221,3 +222,17 @@ def test_text_examples_carry_context_and_answers(data):
     answers = {enc.decode([t]) for e in examples[1:] for t, lab in zip(e.input_ids, e.labels) if lab != IGNORE}
     assert answers <= {"yes", "no", "</s>"}
     assert CHAT_TEMPLATE  # the same template is saved with every processor
+
+
+def test_quick_eval_scores_a_checkpoint(processor):
+    from plugins.models.quick_eval import evaluate, format_table, presence_probe
+
+    torch.manual_seed(0)
+    model = build_llava(QUICK.model, build_vocab(WORLD), WORLD.image_size).eval()
+    results = evaluate(model, processor, WORLD, n_scenes=3, stats_scenes=50)
+    assert set(results["pope"]) == {"random", "popular", "adversarial"}
+    m = results["pope"]["random"]
+    assert m["tp"] + m["fn"] == m["tn"] + m["fp"] and 12 <= m["n"] <= 18  # up to 3 yes + 3 no per scene, balanced
+    assert "| POPE adversarial |" in format_table(results)
+    probe = presence_probe(model.model.vision_tower, WORLD, layer=-2, n_train=40, n_test=20, steps=5)
+    assert 0 <= probe["accuracy"] <= 1

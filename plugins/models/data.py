@@ -13,8 +13,8 @@ answers only), plus the index of its image, if any:
   to guess partners that go unmentioned: the co-occurrence prior an LVLM's LM brings along.
   A share of questions comes with no context at all: pure prior.
 * **caption pairs** (stage 1): ``<s> caption </s>`` for the CLIP text encoder, paired with the image;
-* **image captions** (stages 2 and 3): ``USER: <image>\\ndescribe the image . ASSISTANT: <caption></s>``;
-* **image questions** (stage 3): several object, attribute and relation questions about one image
+* **image captions** (stages 2 and 3, mixed with image questions): ``USER: <image>\\ndescribe the image . ASSISTANT: <caption></s>``;
+* **image questions** (stages 2 and 3): several object, attribute and relation questions about one image
   as a multi-turn conversation (negatives drawn at random, as in instruction data that was never
   built to probe hallucination).
 

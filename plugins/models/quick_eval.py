@@ -109,3 +109,41 @@ def format_table(results: dict[str, Any]) -> str:
     lines = ["| probe | accuracy % | F1 % | yes-ratio |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {name} | {acc:.1f} | {f1:.1f} | {yes:.2f} |" for name, acc, f1, yes in summary_rows(results)]
     return "\n".join(lines)
+
+
+def presence_probe(vision_tower: Any, world: WorldConfig, layer: int, n_train: int = 2000, n_test: int = 500,
+                   steps: int = 300, seed: int = 0) -> dict[str, float]:
+    """How well a vision tower grounds objects: a linear probe for "is category c in the image?".
+
+    Features: the mean of the patch tokens the LLaVA reads (hidden state ``layer``, CLS dropped),
+    frozen; a logistic-regression head per category is fitted on ``n_train`` train scenes and
+    scored on ``n_test`` test scenes. ``base_rate`` is the accuracy of always answering the
+    majority label (most categories are absent from most scenes).
+    """
+    from plugins.models.tokenizer import pixel_values  # local: keeps this module light for the CLI
+
+    def features(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scenes = list(SceneSampler(world).scenes(split, n))
+        px = torch.from_numpy(pixel_values(render_batch(scenes, world)))  # (n, 3, H, W)
+        with torch.no_grad():
+            feats = torch.cat([vision_tower(pixel_values=px[i:i + 250], output_hidden_states=True)
+                               .hidden_states[layer][:, 1:].mean(dim=1) for i in range(0, n, 250)])  # (n, C)
+        labels = torch.tensor([[c in s.categories for c in world.categories] for s in scenes], dtype=torch.float32)
+        return feats, labels  # (n, C), (n, n_categories)
+
+    x, y = features("train", n_train)
+    xt, yt = features(EVAL_SPLIT, n_test)
+    mu, sd = x.mean(0), x.std(0) + 1e-5
+    x, xt = (x - mu) / sd, (xt - mu) / sd
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(x.shape[1], y.shape[1])
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(steps):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        accuracy = ((head(xt) > 0).float() == yt).float().mean().item()
+    base = max(yt.mean().item(), 1 - yt.mean().item())
+    return {"accuracy": round(accuracy, 4), "base_rate": round(base, 4), "n_train": n_train, "n_test": n_test}

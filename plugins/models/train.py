@@ -8,14 +8,18 @@ Stages (each a function below, each logged with a tqdm bar and a saved loss curv
    (co-occurrence, attribute priors, popularity), as an LVLM's LLM brings its own.
 1. **Contrastive encoder training** — a ``CLIPModel`` (tiny ViT + tiny text encoder) trained with
    CLIP's symmetric InfoNCE on (image, exact caption) pairs, plus the same loss between the
-   captions' object phrases and the ViT's patch tokens (:func:`train_vision`); identical texts in a
-   batch count as positives of each other rather than as false negatives.
-   ``stage1_objective="supervised-regions"`` replaces it by per-patch region labels, to measure
-   how well contrastive training grounds in comparison.
+   captions' object phrases and the ViT's patch tokens; identical texts in a batch count as
+   positives of each other rather than as false negatives. By default per-patch region labels
+   are added as an auxiliary loss; ``stage1_objective`` switches to purely contrastive or purely
+   supervised training, to measure how well contrastive training grounds (:func:`train_vision`).
 2. **Adapter tuning** — the LLaVA is assembled (stage 1's vision tower, stage 0's LM, a new MLP
-   projector) and only the projector trains, on image captions; vision tower and LM are frozen.
-3. **End-to-end tuning** — everything trains on image captions plus multi-turn object, attribute
-   and relation questions (random negatives).
+   projector) and only the projector trains; vision tower and LM are frozen. Its data mixes image
+   captions with image questions (``projector_caption_share``): the frozen LM already answers
+   questions about a *textual* context, so the projector learns to present the image as a
+   context the LM can read. (With captions alone, as in LLaVA's stage 2, the frozen tiny LM's
+   caption loss barely moves: it learned to write captions without reading any context.)
+3. **End-to-end tuning** — everything trains, at a lower learning rate than the projector had,
+   on image captions plus multi-turn object, attribute and relation questions (random negatives).
 
 The result is a plain Hugging Face directory — ``config.json``, ``model.safetensors``,
 ``generation_config.json``, the processor files — plus ``README.md`` (model card: config, data
@@ -86,12 +90,13 @@ class TrainConfig(_Frozen):
     world: WorldConfig = Field(default_factory=default_world)  # the synthetic world (data and its biases)
     model: TinyLlavaConfig = Field(default_factory=TinyLlavaConfig)  # tower sizes
     n_train_scenes: int = Field(default=12000, ge=8)  # scenes 0..n-1 of the "train" stream
-    lm_pretrain: StageConfig = StageConfig(steps=600, batch_size=64, lr=3e-3, weight_decay=0.01)  # stage 0
-    contrastive: StageConfig = StageConfig(steps=500, batch_size=128, lr=2e-3, weight_decay=0.01)  # stage 1
-    stage1_objective: Literal["contrastive-regions", "contrastive-global", "supervised-regions"] = "contrastive-regions"  # see train_vision
-    hard_negatives: int = Field(default=3, ge=0, le=3)  # stage 1: one-fact-wrong captions per image as extra negatives
-    projector: StageConfig = StageConfig(steps=150, batch_size=32, lr=3e-3)  # stage 2 (projector only)
-    end_to_end: StageConfig = StageConfig(steps=900, batch_size=32, lr=1e-3, weight_decay=0.01)  # stage 3
+    lm_pretrain: StageConfig = StageConfig(steps=350, batch_size=64, lr=3e-3, weight_decay=0.01)  # stage 0
+    contrastive: StageConfig = StageConfig(steps=400, batch_size=128, lr=2e-3, weight_decay=0.01)  # stage 1
+    stage1_objective: Literal["contrastive-regions+labels", "contrastive-regions", "contrastive-global", "supervised-regions"] = "contrastive-regions+labels"  # see train_vision
+    hard_negatives: int = Field(default=0, ge=0, le=3)  # stage 1: one-fact-wrong captions per image as extra negatives
+    projector: StageConfig = StageConfig(steps=400, batch_size=32, lr=5e-3)  # stage 2 (projector only)
+    end_to_end: StageConfig = StageConfig(steps=1000, batch_size=32, lr=4e-4, warmup=50, weight_decay=0.01)  # stage 3
+    projector_caption_share: float = Field(default=0.25, ge=0, le=1)  # stage 2: share of caption examples (rest: questions)
     caption_share: float = Field(default=0.25, ge=0, le=1)  # stage 3: share of caption examples (rest: questions)
     noisy_image_captions: bool = True  # stages 2-3 caption targets are the world's noisy captions (data imperfection)
     no_context_prob: float = Field(default=0.25, ge=0, le=1)  # stage 0: share of question blocks without caption context
@@ -239,106 +244,107 @@ def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[has], target)
 
 
+STAGE1_OBJECTIVES = ("contrastive-regions+labels", "contrastive-regions", "contrastive-global", "supervised-regions")
+"""Stage-1 objectives (see :func:`train_vision`); the first is the default."""
+
+
 def train_vision(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: dict[str, int],
                  progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Stage 1: train the vision tower — contrastively against the text encoder, or on region labels.
+    """Stage 1: train the vision tower — contrastively against the text encoder, and/or on region labels.
 
     * ``contrastive-global``: CLIP. Image CLS vs caption ``</s>`` embeddings, symmetric InfoNCE over
       the batch; identical captions count as positives of each other (no false negatives), and
       ``hard_negatives`` one-fact-wrong captions per image join the texts.
-    * ``contrastive-regions`` (default): CLIP's loss plus the same InfoNCE between the object
-      phrases of the captions ("a small red star") and the *patch tokens* the LLaVA reads: a
-      phrase scores an image by its best-matching patch. Captions of a closed vocabulary split
-      into phrases exactly, so this is weak, box-free region-phrase alignment (as GLIP/RegionCLIP
-      get from detectors); each image also meets one hard-negative phrase (one present object with
-      its shape swapped for an absent one).
-    * ``supervised-regions``: no text; a linear head on the patch tokens predicts the category
-      and colour of the object under each patch (labels from the renderer). The upper bound the
-      contrastive objectives are compared with.
+    * ``contrastive-regions``: CLIP's loss plus the same InfoNCE between the object phrases of the
+      captions ("a small red star", "a star") and the *patch tokens* the LLaVA reads: a phrase
+      scores an image by its best-matching patch. Closed-vocabulary captions split into phrases
+      exactly, so this is box-free region-phrase alignment; each image also meets one
+      hard-negative phrase (a present object with its shape swapped for an absent one).
+    * ``supervised-regions``: no text; a linear head on the patch tokens predicts the category and
+      colour of the object under each patch (labels from the renderer).
+    * ``contrastive-regions+labels`` (default): both losses on the same batch. Contrastive
+      training alone grounds shapes too weakly within the CPU budget (see the model card), so the
+      dense region labels are added as an auxiliary loss, as detectors' box labels are in
+      GLIP-style grounded pre-training.
     """
     seed_everything(config.seed + 1)
     clip = build_clip(config.model, vocab, config.world.image_size)
     stage = config.contrastive
     stream = index_batches(len(data.scenes), stage.batch_size, config.seed + 1)
     layer = config.model.vision_feature_layer
+    objective = config.stage1_objective
+    use_text = objective != "supervised-regions"
+    use_regions = objective in ("contrastive-regions", "contrastive-regions+labels")
+    use_labels = objective in ("supervised-regions", "contrastive-regions+labels")
 
-    def patch_tokens(px: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        out = clip.vision_model(pixel_values=px, output_hidden_states=True)
-        return out, out.hidden_states[layer][:, 1:]  # (B, P, C) the patch tokens the LLaVA projector will read
-
-    if config.stage1_objective == "supervised-regions":
+    if use_labels:
         category, colour = region_labels(data, config.model.patch_size)  # (N, P) each, -1 = background
         n_cat, n_col = len(config.world.categories), len(config.world.colors)
         heads = torch.nn.Linear(config.model.vision_hidden, (n_cat + 1) + (n_col + 1))  # +1: background class
-        trainable = torch.nn.ModuleDict({"vision": clip.vision_model, "heads": heads})
+    if use_text:
+        n_neg = config.hard_negatives
+        captions = list(data.captions)
+        negatives = [hard_negative_captions(scene, config.world, stream_rng(scene.seed, TRAIN_STREAM + 1))[:n_neg]
+                     for scene in data.scenes] if n_neg else [[] for _ in data.scenes]
+        # Every object at two granularities: "a small red star" and "a star" (the shape alone: the hard part).
+        phrases = [[object_phrase(o) for o in scene.objects] + [shape_phrase(o.category) for o in scene.objects]
+                   for scene in data.scenes]
+        wrong_phrase = []  # one present object with its shape replaced by an absent category, per scene
+        for scene in data.scenes:
+            rng = stream_rng(scene.seed, TRAIN_STREAM + 2)
+            absent = [c for c in config.world.categories if c not in scene.categories]
+            obj = scene.objects[int(rng.integers(len(scene.objects)))]
+            wrong_phrase.append(object_phrase(replace(obj, category=absent[int(rng.integers(len(absent)))])) if absent else None)
+    max_logit_scale = math.log(100.0)  # CLIP clamps its temperature at 1/100
 
-        def supervised_loss(_: int) -> torch.Tensor:
-            idx = next(stream)
-            _, feats = patch_tokens(torch.from_numpy(pixel_values(data.images[idx])))  # (B, P, C)
+    def encode_texts(texts: Sequence[str]) -> torch.Tensor:
+        ids = pad_batch([[enc.bos_id] + enc(t) + [enc.eos_id] for t in texts], enc.pad_id)  # (T, L)
+        out = clip.text_model(input_ids=ids, attention_mask=(ids != enc.pad_id).long())
+        return F.normalize(clip.text_projection(out.pooler_output), dim=-1)  # (T, D) pooled at </s>
+
+    def loss_fn(_: int) -> torch.Tensor:
+        idx = next(stream)
+        b = len(idx)
+        out = clip.vision_model(pixel_values=torch.from_numpy(pixel_values(data.images[idx])), output_hidden_states=True)
+        feats = out.hidden_states[layer][:, 1:]  # (B, P, C) the patch tokens the LLaVA projector will read
+        loss = torch.zeros(())
+        if use_labels:
             logits = heads(feats)  # (B, P, n_cat + 1 + n_col + 1)
             cat_t = torch.from_numpy(category[idx] + 1)  # (B, P) 0 = background
             col_t = torch.from_numpy(colour[idx] + 1)  # (B, P)
-            return (F.cross_entropy(logits[..., :n_cat + 1].flatten(0, 1), cat_t.flatten())
-                    + F.cross_entropy(logits[..., n_cat + 1:].flatten(0, 1), col_t.flatten()))
-
-        log = run_stage("stage 1: supervised region labels", trainable, stage, supervised_loss, progress)
-        log["objective"] = config.stage1_objective
-        return clip, log
-
-    regions = config.stage1_objective == "contrastive-regions"
-    n_neg = config.hard_negatives
-    captions = list(data.captions)
-    negatives = [hard_negative_captions(scene, config.world, stream_rng(scene.seed, TRAIN_STREAM + 1))[:n_neg]
-                 for scene in data.scenes] if n_neg else [[] for _ in data.scenes]
-    # Every object at two granularities: "a small red star" and "a star" (the shape alone: the hard part).
-    phrases = [[object_phrase(o) for o in scene.objects] + [shape_phrase(o.category) for o in scene.objects]
-               for scene in data.scenes]
-    wrong_phrase = []  # one present object with its shape replaced by an absent category, per scene
-    for scene in data.scenes:
-        rng = stream_rng(scene.seed, TRAIN_STREAM + 2)
-        absent = [c for c in config.world.categories if c not in scene.categories]
-        obj = scene.objects[int(rng.integers(len(scene.objects)))]
-        wrong_phrase.append(object_phrase(replace(obj, category=absent[int(rng.integers(len(absent)))])) if absent else None)
-    max_logit_scale = math.log(100.0)  # CLIP clamps its temperature at 1/100
-
-    def encode_texts(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = pad_batch([[enc.bos_id] + enc(t) + [enc.eos_id] for t in texts], enc.pad_id)  # (T, L)
-        out = clip.text_model(input_ids=ids, attention_mask=(ids != enc.pad_id).long())
-        return F.normalize(clip.text_projection(out.pooler_output), dim=-1), ids  # (T, D) pooled at </s>
-
-    def contrastive_loss(_: int) -> torch.Tensor:
-        idx = next(stream)
-        b = len(idx)
-        out, feats = patch_tokens(torch.from_numpy(pixel_values(data.images[idx])))
-        scale = clip.logit_scale.exp()
-
-        # CLIP: image CLS vs captions (B of them, then the B*K hard negatives).
-        texts = [captions[i] for i in idx] + [t for i in idx for t in negatives[i]]
-        txt, _ = encode_texts(texts)  # (T, D)
-        img = F.normalize(clip.visual_projection(out.pooler_output), dim=-1)  # (B, D)
-        sim = scale * img @ txt.t()  # (B, T)
-        describes = torch.tensor([[t == captions[i] for t in texts] for i in idx], dtype=torch.float32)  # (B, T)
-        loss = 0.5 * (info_nce(sim, describes) + info_nce(sim[:, :b].t(), describes[:, :b].t()))
-        if not regions:
-            return loss
-
-        # Regions: each object phrase vs the patch tokens; an image's score for a phrase is its best patch.
-        batch_phrases = sorted({p for i in idx for p in phrases[i]} | {wrong_phrase[i] for i in idx if wrong_phrase[i]})
-        phr, _ = encode_texts(batch_phrases)  # (S, D)
-        patches = F.normalize(clip.visual_projection(clip.vision_model.post_layernorm(feats)), dim=-1)  # (B, P, D)
-        region_sim = scale * torch.einsum("bpd,sd->bsp", patches, phr).amax(dim=2)  # (B, S)
-        present = torch.tensor([[p in phrases[i] for p in batch_phrases] for i in idx], dtype=torch.float32)  # (B, S)
-        # image -> its phrases (multi-positive), and phrase -> the images that hold it
-        loss = loss + 0.5 * (info_nce(region_sim, present) + info_nce(region_sim.t(), present.t()))
+            loss = loss + (F.cross_entropy(logits[..., :n_cat + 1].flatten(0, 1), cat_t.flatten())
+                           + F.cross_entropy(logits[..., n_cat + 1:].flatten(0, 1), col_t.flatten()))
+        if use_text:
+            scale = clip.logit_scale.exp()
+            # CLIP: image CLS vs captions (B of them, then the B*K hard negatives).
+            texts = [captions[i] for i in idx] + [t for i in idx for t in negatives[i]]
+            txt = encode_texts(texts)  # (T, D)
+            img = F.normalize(clip.visual_projection(out.pooler_output), dim=-1)  # (B, D)
+            sim = scale * img @ txt.t()  # (B, T)
+            describes = torch.tensor([[t == captions[i] for t in texts] for i in idx], dtype=torch.float32)  # (B, T)
+            loss = loss + 0.5 * (info_nce(sim, describes) + info_nce(sim[:, :b].t(), describes[:, :b].t()))
+        if use_regions:
+            # Each object phrase vs the patch tokens; an image's score for a phrase is its best patch.
+            batch_phrases = sorted({p for i in idx for p in phrases[i]} | {wrong_phrase[i] for i in idx if wrong_phrase[i]})
+            phr = encode_texts(batch_phrases)  # (S, D)
+            patches = F.normalize(clip.visual_projection(clip.vision_model.post_layernorm(feats)), dim=-1)  # (B, P, D)
+            region_sim = scale * torch.einsum("bpd,sd->bsp", patches, phr).amax(dim=2)  # (B, S) best patch per phrase
+            present = torch.tensor([[p in phrases[i] for p in batch_phrases] for i in idx], dtype=torch.float32)  # (B, S)
+            # image -> its phrases (multi-positive), and phrase -> the images that hold it
+            loss = loss + 0.5 * (info_nce(region_sim, present) + info_nce(region_sim.t(), present.t()))
         return loss
 
     def clamp() -> None:
         with torch.no_grad():
             clip.logit_scale.clamp_(0, max_logit_scale)
 
-    log = run_stage(f"stage 1: contrastive encoder training ({config.stage1_objective})", clip, stage,
-                    contrastive_loss, progress, clamp)
-    log["objective"] = config.stage1_objective
+    # The label head is trained alongside but is not part of the CLIP model (nor of the LLaVA).
+    trainable = torch.nn.ModuleDict({"clip": clip, **({"heads": heads} if use_labels else {})})
+    if not use_text:
+        for p in list(clip.text_model.parameters()) + list(clip.text_projection.parameters()) + [clip.logit_scale]:
+            p.requires_grad_(False)  # unused without text: keep them out of the optimiser
+    log = run_stage(f"stage 1: vision tower ({objective})", trainable, stage, loss_fn, progress, clamp)
+    log["objective"] = objective
     return clip, log
 
 
@@ -355,16 +361,34 @@ def llava_stage(name: str, llava: torch.nn.Module, stage: StageConfig, examples:
     return log
 
 
+def image_examples(config: TrainConfig, data: WorldData, enc: WordEncoder, caption_share: float,
+                   seed: int) -> list[Example]:
+    """One example per scene: its caption with probability ``caption_share``, else a conversation of questions."""
+    n_img = num_image_tokens(config.world.image_size, config.model.patch_size)
+    rng = np.random.default_rng(seed)
+    n_obj, n_attr, n_rel = config.questions
+    examples = []
+    for i in range(len(data.scenes)):
+        if rng.random() < caption_share:
+            examples.append(caption_example(data, i, enc, n_img, noisy=config.noisy_image_captions))
+        else:
+            examples.append(question_example(data, i, enc, n_img, n_obj, n_attr, n_rel))
+    return examples
+
+
 def tune_projector(config: TrainConfig, llava: torch.nn.Module, data: WorldData, enc: WordEncoder,
                    progress: bool = True) -> dict[str, Any]:
-    """Stage 2: only the projector trains, on image captions; vision tower and LM stay frozen."""
+    """Stage 2: only the projector trains; vision tower and LM stay frozen.
+
+    Data: image captions (``projector_caption_share`` = 1, LLaVA's stage 2) or captions mixed with
+    questions, which the text-pre-trained LM already knows how to answer from a context.
+    """
     seed_everything(config.seed + 2)
-    n_img = num_image_tokens(config.world.image_size, config.model.patch_size)
     for p in llava.parameters():
         p.requires_grad_(False)
     for p in llava.model.multi_modal_projector.parameters():
         p.requires_grad_(True)
-    examples = [caption_example(data, i, enc, n_img, noisy=config.noisy_image_captions) for i in range(len(data.scenes))]
+    examples = image_examples(config, data, enc, config.projector_caption_share, config.seed + 2)
     log = llava_stage("stage 2: projector tuning (frozen towers)", llava, config.projector, examples, data,
                       config.seed + 2, enc.pad_id, progress)
     for p in llava.parameters():
@@ -376,15 +400,7 @@ def tune_end_to_end(config: TrainConfig, llava: torch.nn.Module, data: WorldData
                     progress: bool = True) -> dict[str, Any]:
     """Stage 3: everything trains, on image captions and object / attribute / relation questions."""
     seed_everything(config.seed + 3)
-    n_img = num_image_tokens(config.world.image_size, config.model.patch_size)
-    rng = np.random.default_rng(config.seed + 3)
-    n_obj, n_attr, n_rel = config.questions
-    examples = []
-    for i in range(len(data.scenes)):
-        if rng.random() < config.caption_share:
-            examples.append(caption_example(data, i, enc, n_img, noisy=config.noisy_image_captions))
-        else:
-            examples.append(question_example(data, i, enc, n_img, n_obj, n_attr, n_rel))
+    examples = image_examples(config, data, enc, config.caption_share, config.seed + 3)
     return llava_stage("stage 3: end-to-end tuning", llava, config.end_to_end, examples, data,
                        config.seed + 3, enc.pad_id, progress)
 
@@ -429,6 +445,12 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
 
     lm, log0 = pretrain_lm(config, data, enc, vocab, progress)
     clip, log1 = train_vision(config, data, enc, vocab, progress)
+    if config.eval_scenes:
+        from plugins.models.quick_eval import presence_probe  # not timed: evaluation, not training
+
+        t_probe = time.perf_counter()
+        log1["grounding_probe"] = presence_probe(clip.vision_model, world, config.model.vision_feature_layer)
+        t_start += time.perf_counter() - t_probe
     llava = assemble_llava(config.model, vocab, world.image_size, clip, lm, seed=config.seed + 2)
     log2 = tune_projector(config, llava, data, enc, progress)
     log3 = tune_end_to_end(config, llava, data, enc, progress)
@@ -472,6 +494,10 @@ def model_card(record: dict[str, Any]) -> str:
         f"{s['loss_first10']} → {s['loss_last10']} | {s['seconds']:.0f} |" for s in record["stages"])
     metrics = record["metrics"]
     results = format_table(metrics) if metrics else "(not evaluated)"
+    probe = record["stages"][1].get("grounding_probe")
+    grounding = (f"Grounding after stage 1 ({record['stages'][1]['objective']}): a linear probe on the mean of the "
+                 f"patch tokens the LLaVA reads predicts which categories are present with {100 * probe['accuracy']:.1f} % "
+                 f"accuracy on test scenes (always-absent baseline {100 * probe['base_rate']:.1f} %)." if probe else "")
     world_json = json.dumps(cfg["world"], indent=1, sort_keys=True)
     rest = {k: v for k, v in cfg.items() if k != "world"}
     return f"""---
@@ -527,6 +553,8 @@ World config fingerprint (`WorldConfig.fingerprint()`): `{record['world_fingerpr
 {'Questions about ' + str(metrics['n_scenes']) + ' scenes of the held-out `test` stream, greedy decoding, official POPE parser (`pope-official-v1`); popular / adversarial negatives ranked by statistics of ' + str(metrics['stats']['n_scenes']) + ' train scenes.' if metrics else ''}
 
 {results}
+
+{grounding}
 
 For comparison, LLaVA-1.5-7B on POPE (COCO): 88.4 / 84.8 / 77.9 % accuracy (random / popular / adversarial).
 
