@@ -1,4 +1,12 @@
-"""Models: adapters that run Hugging Face checkpoints for the methods and benchmarks.
+"""Models for the experiments: the adapter that runs any LLaVA-style checkpoint, and the embedded tiny LLaVA.
 
-Import the adapter from :mod:`plugins.models.llava`; :mod:`plugins.models.batch` is torch-free.
+* :mod:`plugins.models.llava` — the adapter over Hugging Face LLaVA checkpoints (local directory
+  or the user's cache; never downloads); :mod:`plugins.models.batch` is its torch-free input type;
+* :mod:`plugins.models.tokenizer` — the world's closed vocabulary as a ``PreTrainedTokenizerFast``
+  with a LLaVA-1.5 chat template, a ``CLIPImageProcessor`` and the ``LlavaProcessor`` around both;
+* :mod:`plugins.models.tiny_llava` — config builders for the tiny CLIP towers, the tiny Llama and
+  the ``LlavaConfig`` (stock transformers classes only, so ``from_pretrained`` needs nothing of ours);
+* :mod:`plugins.models.data` — training examples drawn from the world's "train" stream;
+* :mod:`plugins.models.train` — the survey's staged recipe (``alignscope train``);
+* :mod:`plugins.models.quick_eval` — POPE / attribute / relation accuracy on the "test" stream.
 """

@@ -1,0 +1,238 @@
+"""The embedded tiny LLaVA: tokenizer, processor, checkpoint loading, and the training stages (CPU, seconds)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from plugins.models.data import (
+    IGNORE, build_world_data, caption_example, question_example, region_labels, text_examples,
+)
+from plugins.models.tiny_llava import assemble_llava, build_clip, build_llava, build_lm
+from plugins.models.tokenizer import (
+    CHAT_TEMPLATE, SPECIAL_TOKENS, WordEncoder, build_processor, build_tokenizer, build_vocab, num_image_tokens,
+    pixel_values,
+)
+from plugins.models.train import (
+    StageConfig, TrainConfig, pretrain_lm, train, train_vision, tune_end_to_end, tune_projector,
+)
+from plugins.world import CAPTION_PROMPT, WorldConfig, vocabulary
+
+WORLD = WorldConfig()
+QUICK = TrainConfig.quick()
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_processor(WORLD, patch_size=QUICK.model.patch_size)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_world_data(WORLD, n=8)
+
+
+# ------------------------------------------------------------------ tokenizer and processor
+
+
+def test_every_vocabulary_word_round_trips(processor):
+    tok = processor.tokenizer
+    vocab = build_vocab(WORLD)
+    assert len(tok) == len(vocab) and tok.get_vocab() == vocab
+    for word in vocabulary(WORLD) + ["user", "assistant", ":"]:
+        ids = tok(word, add_special_tokens=False).input_ids
+        assert ids == [vocab[word]], word
+        assert tok.decode(ids) == word
+    for special in SPECIAL_TOKENS:
+        assert tok.convert_tokens_to_ids(special) == vocab[special]
+    assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2, 3)
+    assert tok("a zebra", add_special_tokens=False).input_ids == [vocab["a"], tok.unk_token_id]
+    # Case and glued punctuation are normalised the way POPE's questions are written.
+    assert tok.tokenize("Is there a Star?") == ["is", "there", "a", "star", "?"]
+
+
+def test_sentences_round_trip_and_word_encoder_agrees(processor, data):
+    tok, enc = processor.tokenizer, WordEncoder(build_vocab(WORLD))
+    for text in data.captions:
+        ids = tok(text).input_ids
+        assert ids == [enc.bos_id] + enc(text)
+        assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_chat_template_is_llava_15(processor):
+    question = "is there a star in the image ?"
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}], add_generation_prompt=True)
+    assert prompt == f"USER: <image>\n{question} ASSISTANT:"
+    convo = processor.apply_chat_template([
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "yes"}]},
+        {"role": "user", "content": "is the star red ?"},
+        {"role": "assistant", "content": "no"},
+    ])
+    assert convo == f"USER: <image>\n{question} ASSISTANT: yes</s>USER: is the star red ? ASSISTANT: no</s>"
+    with pytest.raises(Exception, match="role system is not supported"):
+        processor.apply_chat_template([{"role": "system", "content": "be brief"}])
+
+
+def test_training_sequences_match_the_chat_template(processor, data):
+    """What training feeds the model is exactly what the template + processor produce at inference."""
+    enc = WordEncoder(build_vocab(WORLD))
+    n_img = num_image_tokens(WORLD.image_size, QUICK.model.patch_size)
+    ex = question_example(data, 0, enc, n_img)
+    turns, i, ids, labels = [], 1, ex.input_ids, ex.labels
+    while i < len(ids):  # rebuild the conversation from the label mask: answers are the labelled spans
+        j = i
+        while labels[j] == IGNORE:
+            j += 1
+        k = j
+        while ids[k] != enc.eos_id:
+            k += 1
+        turns.append((enc.decode([t for t in ids[i:j] if t != enc.image_id][2:-2]), enc.decode(ids[j:k])))
+        i = k + 1
+    messages = []
+    for n, (q, a) in enumerate(turns):
+        content = ([{"type": "image"}] if n == 0 else []) + [{"type": "text", "text": q}]
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": a}]
+    text = processor.apply_chat_template(messages)
+    out = processor(images=[data.images[0]], text=[text], return_tensors="pt")
+    assert out["input_ids"][0].tolist() == ids
+    cap = caption_example(data, 1, enc, n_img)
+    assert cap.labels.count(IGNORE) == len(cap.labels) - len(data.captions[1].split()) - 1  # caption + </s>
+    assert enc.decode(cap.input_ids[3 + n_img:3 + n_img + len(CAPTION_PROMPT.split())]) == CAPTION_PROMPT
+
+
+def test_image_token_count_and_pixels_match_the_vision_tower(processor, data):
+    prompt = "USER: <image>\nis there a star in the image ? ASSISTANT:"
+    out = processor(images=[data.images[0]], text=[prompt], return_tensors="pt")
+    n_img = int((out["input_ids"] == processor.image_token_id).sum())
+    assert n_img == num_image_tokens(64, 8) == (64 // QUICK.model.patch_size) ** 2 == 64
+    assert torch.equal(out["pixel_values"], torch.from_numpy(pixel_values(data.images[:1])))
+    model = build_llava(QUICK.model, build_vocab(WORLD), WORLD.image_size)
+    feats = model.get_image_features(pixel_values=out["pixel_values"]).pooler_output  # list of (n_img, hidden)
+    assert feats[0].shape[0] == n_img == model.config.image_seq_length
+
+
+# ------------------------------------------------------------------ checkpoint
+
+
+def test_checkpoint_loads_with_plain_transformers(tmp_path, processor, data):
+    vocab = build_vocab(WORLD)
+    torch.manual_seed(0)
+    model = build_llava(QUICK.model, vocab, WORLD.image_size).eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+
+    loaded_proc = AutoProcessor.from_pretrained(tmp_path)
+    loaded = LlavaForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert type(loaded_proc).__name__ == "LlavaProcessor"
+    prompt = loaded_proc.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "is there a star in the image ?"}]}],
+        add_generation_prompt=True)
+    inputs = loaded_proc(images=[data.images[0], data.images[1]], text=[prompt, prompt], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
+        generated = loaded.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[0] == 2 and generated.shape[1] <= inputs["input_ids"].shape[1] + 3
+
+
+# ------------------------------------------------------------------ training
+
+
+def _overfit_config() -> TrainConfig:
+    # 8 scenes and batch 8: every step sees the same examples, so a working stage must lower its loss.
+    stage = StageConfig(steps=12, batch_size=8, lr=3e-3, warmup=1)
+    return TrainConfig.quick(n_train_scenes=8, lm_pretrain=stage.model_copy(update={"batch_size": 16}),
+                             contrastive=stage, projector=stage.model_copy(update={"lr": 1e-2}), end_to_end=stage)
+
+
+def _lowered(log: dict) -> bool:
+    losses = log["losses"]
+    return np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_micro_training_lowers_every_stage_loss():
+    cfg = _overfit_config()
+    vocab = build_vocab(cfg.world)
+    enc = WordEncoder(vocab)
+    data = build_world_data(cfg.world, cfg.n_train_scenes)
+    lm, log0 = pretrain_lm(cfg, data, enc, vocab, progress=False)
+    clip, log1 = train_vision(cfg, data, enc, vocab, progress=False)
+    _, log1s = train_vision(cfg.model_copy(update={"stage1_objective": "supervised-regions"}), data, enc, vocab, progress=False)
+    _, log1c = train_vision(cfg.model_copy(update={"stage1_objective": "contrastive-regions"}), data, enc, vocab, progress=False)
+    llava = assemble_llava(cfg.model, vocab, cfg.world.image_size, clip, lm, seed=cfg.seed)
+    log2 = tune_projector(cfg, llava, data, enc, progress=False)
+    log3 = tune_end_to_end(cfg, llava, data, enc, progress=False)
+    for log in (log0, log1, log1s, log1c, log2, log3):
+        assert len(log["losses"]) == 12 and _lowered(log), (log["name"], log["losses"])
+
+
+def test_stage2_trains_only_the_projector():
+    cfg = _overfit_config()
+    vocab = build_vocab(cfg.world)
+    enc = WordEncoder(vocab)
+    data = build_world_data(cfg.world, cfg.n_train_scenes)
+    torch.manual_seed(0)
+    llava = assemble_llava(cfg.model, vocab, cfg.world.image_size, build_clip(cfg.model, vocab, 64),
+                           build_lm(cfg.model, vocab), seed=0)
+    before = {k: v.clone() for k, v in llava.state_dict().items()}
+    log = tune_projector(cfg, llava, data, enc, progress=False)
+    after = llava.state_dict()
+    projector = [k for k in before if "multi_modal_projector" in k]
+    frozen = [k for k in before if "multi_modal_projector" not in k]
+    assert projector and all(not torch.equal(before[k], after[k]) for k in projector)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert log["trainable_parameters"] == sum(before[k].numel() for k in projector)
+    assert all(p.requires_grad for p in llava.parameters())  # unfrozen again for stage 3
+
+
+def test_train_writes_a_loadable_checkpoint_with_a_model_card(tmp_path):
+    record = train(TrainConfig.quick(), tmp_path, progress=False)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
+            "tokenizer.json", "README.md", "training_log.json"} <= names
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert record["world_fingerprint"] in card and "stage 3: end-to-end tuning" in card
+    assert [len(s["losses"]) for s in record["stages"]] == [4, 4, 4, 4]
+    LlavaForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_region_labels_mark_objects_under_patches(data):
+    category, colour = region_labels(data, patch_size=8)
+    assert category.shape == colour.shape == (8, 64)
+    for n, scene in enumerate(data.scenes):
+        labelled = {WORLD.categories[c] for c in category[n] if c >= 0}
+        assert labelled <= set(scene.categories) and labelled  # only present objects, at least one
+        for obj in scene.objects:
+            patches = category[n] == WORLD.categories.index(obj.category)
+            assert {sorted(WORLD.colors)[c] for c in colour[n][patches]} <= {obj.color}
+    assert ((category == -1) == (colour == -1)).all() and (category == -1).mean() > 0.3
+
+
+def test_text_examples_carry_context_and_answers(data):
+    enc = WordEncoder(build_vocab(WORLD))
+    examples = text_examples(data, 0, enc, no_context_prob=0.0)
+    assert all(e.image is None and enc.image_id not in e.input_ids for e in examples)
+    answers = {enc.decode([t]) for e in examples[1:] for t, lab in zip(e.input_ids, e.labels) if lab != IGNORE}
+    assert answers <= {"yes", "no", "</s>"}
+    assert CHAT_TEMPLATE  # the same template is saved with every processor
+
+
+def test_quick_eval_scores_a_checkpoint(processor):
+    from plugins.models.quick_eval import evaluate, format_table, presence_probe
+
+    torch.manual_seed(0)
+    model = build_llava(QUICK.model, build_vocab(WORLD), WORLD.image_size).eval()
+    results = evaluate(model, processor, WORLD, n_scenes=3, stats_scenes=50)
+    assert set(results["pope"]) == {"random", "popular", "adversarial"}
+    m = results["pope"]["random"]
+    assert m["tp"] + m["fn"] == m["tn"] + m["fp"] and 12 <= m["n"] <= 18  # up to 3 yes + 3 no per scene, balanced
+    assert "| POPE adversarial |" in format_table(results)
+    probe = presence_probe(model.model.vision_tower, WORLD, layer=-2, n_train=40, n_test=20, steps=5)
+    assert 0 <= probe["accuracy"] <= 1
