@@ -280,10 +280,25 @@ def list_(kind: str = typer.Argument(..., help="methods, benchmarks or models"))
         typer.echo(f"{name:<{width}}  {summary}")
 
 
+def _stale(root: Path) -> frozenset[str]:
+    """Result cells whose fingerprint no longer matches the code (empty, with a warning, if that cannot be told)."""
+    matrix = root / "plugins" / "reproduce.yaml"
+    if not matrix.is_file() or not (root / "results").is_dir():
+        return frozenset()
+    try:
+        from plugins.runner import stale_cells
+
+        return stale_cells(root / "results", matrix)
+    except Exception as exc:  # the site must build even when the experiment side cannot run here
+        _err(f"warning: cannot tell which results are stale ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+             "none is marked")
+        return frozenset()
+
+
 def _generate(root: Path, kb) -> int:
     from site_gen.render import generate_checkout
 
-    n, problems = generate_checkout(root, kb)
+    n, problems = generate_checkout(root, kb, _stale(root))
     for p in problems:
         _err(f"warning: result left out: {p}")
     return n
@@ -327,6 +342,61 @@ def serve(
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@app.command()
+def reproduce(
+    only: Optional[str] = typer.Option(None, "--only", help="Run only cells whose name (model/benchmark/split/method/seedN) matches this glob."),
+    matrix: Path = typer.Option(None, help="The matrix file (default: plugins/reproduce.yaml)."),
+    results: Path = typer.Option(None, help="Where result records go (default: results/)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: the matrix's)."),
+    dtype: Optional[str] = typer.Option(None, help="auto, float32, float16 or bfloat16 (default: the matrix's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Items per generate call (default: the matrix's)."),
+    executor: str = typer.Option("local", help="local (one process)."),
+    force: bool = typer.Option(False, help="Re-run cells even when their fingerprint matches."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and whether each would run; run nothing."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Run the experiment matrix; unchanged cells are skipped, each finished cell is saved at once."""
+    from plugins import runner
+
+    matrix = matrix or runner.DEFAULT_MATRIX
+    results = results or runner.DEFAULT_RESULTS
+    try:
+        if dry_run:
+            m = runner.load_matrix(matrix)
+            ctx = runner._Context(None, dtype or m.defaults.dtype)
+            for p in runner.plan(runner.expand(m, only), results, ctx):
+                typer.echo(f"{'run ' if p.status != 'cached' else 'skip'}  {p.status:<6}  {p.cell.name}")
+            return
+        summary = runner.run(matrix, only=only, results_dir=results, device=device, dtype=dtype, batch_size=batch_size,
+                             executor=executor, force=force, progress=progress, echo=typer.echo)
+    except runner.RunnerError as exc:
+        _err(str(exc))
+        raise typer.Exit(2)
+    if summary.ran:
+        typer.echo(runner.summary_table(summary))
+    for cell, why in summary.failed:
+        _err(f"failed: {cell}: {why}")
+    typer.echo(f"{len(summary.ran)} cells run, {len(summary.cached)} unchanged, {len(summary.failed)} failed "
+               f"in {summary.seconds:.1f} s; records in {results}")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(None, help="Checkpoint folder to write (default: the committed default checkpoint)."),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON file with TrainConfig fields (the rest default)."),
+    quick: bool = typer.Option(False, help="A few steps of each stage on tiny sizes (a smoke run)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train the embedded tiny LLaVA on the synthetic world (the survey's stages; minutes on a CPU)."""
+    from plugins.models.train import DEFAULT_CHECKPOINT, main as train_main
+
+    argv = ["--out", str(out or DEFAULT_CHECKPOINT)] + (["--config", str(config)] if config else [])
+    argv += (["--quick"] if quick else []) + ([] if progress else ["--no-progress"])
+    raise typer.Exit(train_main(argv))
 
 
 def main() -> None:

@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from plugins.methods.base import Method
 
 __all__ = ["LlavaAdapter", "EncodedBatch", "Batch", "CheckpointNotFoundError", "resolve_checkpoint",
-           "resolve_device", "resolve_dtype", "hf_cache_dir", "PLAIN_TEMPLATE"]
+           "resolve_device", "resolve_dtype", "hf_cache_dir", "PLAIN_TEMPLATE", "checkpoint_hash",
+           "TINY_LLAVA_CHECKPOINT"]
 
 PLAIN_TEMPLATE = "USER: {image}\n{question} ASSISTANT:"
 """The LLaVA-1.5 conversation format, used when neither processor nor tokenizer has a chat template."""
@@ -61,7 +62,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_NOT_HASHED = re.compile(r"^(\..*|README.*|LICEN[CS]E.*|.*\.md)$", re.IGNORECASE)  # documentation, not behaviour
+_NOT_HASHED = re.compile(r"^(\..*|README.*|LICEN[CS]E.*|.*\.md|training_log\.json)$", re.IGNORECASE)  # documentation and logs, not behaviour
 _HASH_CHUNK = 1 << 20
 # Settings of a stored generation_config.json that would change *greedy* decoding; the adapter drops them.
 _GREEDY_CHANGING = {
@@ -183,6 +184,16 @@ def _cached_snapshot(repo: Path, revision: str) -> tuple[Optional[Path], str]:
     if not (snapshot / "config.json").is_file():
         return None, f"snapshot {commit} has no config.json (an incomplete download?)"
     return snapshot, ""
+
+
+def checkpoint_hash(directory: Union[str, Path]) -> str:
+    """SHA-256 over a checkpoint directory's files, without loading it (see :meth:`LlavaAdapter.checkpoint_hash`)."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not _NOT_HASHED.match(p.name))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\t{_file_sha256(path)}\n".encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _file_sha256(path: Path) -> str:
@@ -458,11 +469,7 @@ class LlavaAdapter:
             if self.source is None:
                 raise ValueError("this adapter was built from objects in memory, not loaded from a directory; "
                                  "save it with save_pretrained and load it to get a checkpoint hash")
-            files = sorted(p for p in self.source.iterdir() if p.is_file() and not _NOT_HASHED.match(p.name))
-            digest = hashlib.sha256()
-            for path in files:
-                digest.update(f"{path.name}\t{_file_sha256(path)}\n".encode("utf-8"))
-            self._checkpoint_hash = digest.hexdigest()
+            self._checkpoint_hash = checkpoint_hash(self.source)
         return self._checkpoint_hash
 
     def _neutralise_generation_config(self) -> None:
@@ -499,6 +506,19 @@ def _describe(value: Any) -> str:
 
 # ---------------------------------------------------------------- registered checkpoints
 
+TINY_LLAVA_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"
+"""The embedded default: the tiny LLaVA trained on the synthetic world (``alignscope train`` rebuilds it)."""
+
+
+@register_model("alignscope-tiny-llava")
+def alignscope_tiny_llava(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
+    """The embedded default: a ~1.4 M-parameter LLaVA trained on the synthetic world, committed with the code."""
+    return LlavaAdapter.load(path or TINY_LLAVA_CHECKPOINT, device, dtype)
+
+
+alignscope_tiny_llava.default_checkpoint = TINY_LLAVA_CHECKPOINT
+
+
 @register_model("llava-1.5-7b")
 def llava_1_5_7b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
     """LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from a local directory (path=) or the local HF cache; never downloads."""
@@ -509,3 +529,7 @@ def llava_1_5_7b(device: str = "auto", dtype: str = "auto", path: Union[str, Pat
 def llava_1_5_13b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
     """LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from a local directory (path=) or the local HF cache; never downloads."""
     return LlavaAdapter.load(path or "llava-hf/llava-1.5-13b-hf", device, dtype)
+
+
+llava_1_5_7b.default_checkpoint = "llava-hf/llava-1.5-7b-hf"
+llava_1_5_13b.default_checkpoint = "llava-hf/llava-1.5-13b-hf"

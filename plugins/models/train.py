@@ -65,7 +65,7 @@ from plugins.models.tokenizer import WordEncoder, build_processor, build_vocab, 
 from plugins.world import WorldConfig, object_phrase
 from plugins.world.scene import stream_rng
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"  # = plugins.models.llava.TINY_LLAVA_CHECKPOINT
 
 
 class StageConfig(StrictConfig):

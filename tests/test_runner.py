@@ -1,0 +1,187 @@
+"""The runner end to end on CPU: a tiny random-weight LLaVA saved to a temp folder, the POPE fixture
+and a slice of the world's test set — the same code path a GPU user runs on llava-1.5-7b-hf.
+
+Covered: cells and fingerprints, caching (an unchanged second run runs nothing), a method-code edit
+re-runs only that method's cells, a crash mid-run keeps finished cells and leaves no partial file,
+clear errors for bad matrices, records and per-sample predictions that agree.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gzip  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+pytest.importorskip("torch")
+
+from plugins import runner  # noqa: E402
+from plugins.api import load_results  # noqa: E402
+from plugins.benchmarks.pope import pope_metrics  # noqa: E402
+from tests.tiny_llava import build_tiny_llava  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pope"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return build_tiny_llava(tmp_path_factory.mktemp("ckpt") / "tiny-random-llava")
+
+
+def write_matrix(path: Path, checkpoint: Path, methods: str = "{baseline: {}}", extra: str = "") -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        version: 1
+        defaults: {{device: cpu, batch_size: 4}}
+        experiments:
+          - name: real-path
+            models: [{{name: tiny-random, path: {checkpoint}}}]
+            benchmarks:
+              pope:
+                splits: [random, adversarial]
+                options: {{questions: {FIXTURE}, images: {FIXTURE / 'images'}}}
+              world-relation: {{options: {{limit: 6}}}}
+            methods: {methods}
+            seeds: [0]
+        {extra}"""), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def env(tmp_path, checkpoint, monkeypatch):
+    monkeypatch.setenv("ALIGNSCOPE_DATA", str(tmp_path / "data"))
+    return {"matrix": write_matrix(tmp_path / "reproduce.yaml", checkpoint), "results": tmp_path / "results",
+            "checkpoint": checkpoint}
+
+
+def run(env, **kw):
+    return runner.run(env["matrix"], results_dir=env["results"], progress=False, echo=lambda s: None, **kw)
+
+
+def test_cells_run_write_records_and_predictions_that_agree(env):
+    summary = run(env)
+    assert not summary.failed
+    names = sorted(r.cell for r in summary.ran)
+    assert names == ["tiny-random/pope/adversarial/baseline/seed0", "tiny-random/pope/random/baseline/seed0",
+                     "tiny-random/world-relation/opposite/baseline/seed0"]
+    records, problems = load_results(env["results"])
+    assert not problems and len(records) == 3
+    for record in records:
+        path = env["results"] / f"{record.cell}.json"
+        rows = [json.loads(line) for line in gzip.decompress(path.with_name(record.predictions).read_bytes()).splitlines()]
+        assert len(rows) == record.n_samples
+        # Every number can be audited: recomputing the metrics from the stored answers gives the record's.
+        again = pope_metrics([r["answer"] for r in rows], [r["label"] for r in rows])
+        assert again["accuracy"] == pytest.approx(record.metrics["accuracy"])
+        assert record.provenance.parser == "pope-official-v1"
+        assert record.provenance.decoding["strategy"] == "greedy"
+        assert record.seconds_per_input > 0
+    pope = next(r for r in records if r.benchmark == "pope")
+    assert pope.n_samples == 18 and pope.protocol == "pope"
+    assert next(r for r in records if r.benchmark == "world-relation").n_samples == 6
+
+
+def test_second_run_skips_everything_and_changes_nothing(env):
+    run(env)
+    before = {p: p.read_bytes() for p in env["results"].rglob("*") if p.is_file()}
+    summary = run(env)
+    assert summary.ran == [] and len(summary.cached) == 3
+    assert {p: p.read_bytes() for p in env["results"].rglob("*") if p.is_file()} == before
+
+
+def test_editing_a_method_reruns_only_its_cells(env, tmp_path, monkeypatch):
+    import plugins.methods.baseline as baseline_module
+    from plugins.methods import base
+
+    # Two labels: baseline, and a second cell group using the same plugin with another label.
+    write_matrix(env["matrix"], env["checkpoint"], methods="{baseline: {}, copy: {use: baseline}}")
+    run(env)
+    # "Edit" the baseline plugin's code: its source hash changes, so every cell using it is stale ...
+    real = base.source_sha256
+    monkeypatch.setattr(base, "source_sha256", lambda cls: "edited" if cls is baseline_module.Baseline else real(cls))
+    ctx = runner._Context(None, "auto")
+    plans = runner.plan(runner.expand(runner.load_matrix(env["matrix"])), env["results"], ctx)
+    assert {p.status for p in plans} == {"stale"}
+    # ... while an edit that touches nothing leaves all cached.
+    monkeypatch.setattr(base, "source_sha256", real)
+    plans = runner.plan(runner.expand(runner.load_matrix(env["matrix"])), env["results"], ctx)
+    assert {p.status for p in plans} == {"cached"}
+
+
+def test_only_runs_the_matching_cells(env):
+    summary = run(env, only="*/pope/random/*")
+    assert [r.cell for r in summary.ran] == ["tiny-random/pope/random/baseline/seed0"]
+
+
+def test_a_crash_mid_run_keeps_finished_cells_and_leaves_no_partial_file(env, monkeypatch):
+    calls = {"n": 0}
+    real = runner.run_cell
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C inside the second cell
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run(env)
+    files = [p for p in env["results"].rglob("*") if p.is_file()]
+    assert len([p for p in files if p.name.endswith(".json")]) == 1
+    assert not [p for p in files if p.name.startswith(".") or p.suffix == ".tmp"]
+    monkeypatch.setattr(runner, "run_cell", real)
+    summary = run(env)
+    assert len(summary.cached) == 1 and len(summary.ran) == 2
+
+
+def test_stale_cells_after_a_data_change(env, tmp_path):
+    questions = tmp_path / "pope-copy"
+    shutil.copytree(FIXTURE, questions)
+    text = env["matrix"].read_text().replace(f"questions: {FIXTURE}", f"questions: {questions}")
+    env["matrix"].write_text(text)
+    run(env)
+    assert runner.stale_cells(env["results"], env["matrix"]) == frozenset()
+    path = questions / "coco_pope_random.json"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")  # drop one question
+    assert runner.stale_cells(env["results"], env["matrix"]) == {"tiny-random/pope/random/baseline/seed0"}
+
+
+@pytest.mark.parametrize("matrix, message", [
+    ("experiments: []", "experiments: List should have at least 1 item"),
+    ("experiments:\n  - name: x\n    models: [m]\n    benchmarks: {world-pope: null}\n    methods: {baseline: {}}\n    sedes: [0]",
+     ":6: experiments.0: unknown key 'sedes'; did you mean 'seeds'?"),
+    ("experiments:\n  - name: x\n    models: [m]\n    benchmarks: {world-pop: null}\n    methods: {baseline: {}}",
+     "unknown benchmark 'world-pop'; did you mean 'world-pope'?"),
+    ("experiments:\n  - name: x\n    models: [m]\n    benchmarks: {world-pope: [randon]}\n    methods: {baseline: {}}",
+     "unknown split 'randon'; did you mean 'random'?"),
+    ("experiments:\n  - name: x\n    models: [m]\n    benchmarks: {world-pope: null}\n    methods: {baselin: {}}",
+     "unknown method 'baselin'; did you mean 'baseline'?"),
+    ("experiments:\n  - name: x\n    models: [m]\n    benchmarks: {world-pope: null}\n    methods: {baseline: {}}\n"
+     "  - name: y\n    models: [m]\n    benchmarks: {world-pope: [random]}\n    methods: {baseline: {}}",
+     "cell m/world-pope/random/baseline/seed0 appears in experiments 'x' and 'y'"),
+    ("experiments: [\n", "YAML syntax error"),
+])
+def test_bad_matrices_fail_with_located_messages(tmp_path, matrix, message):
+    path = tmp_path / "reproduce.yaml"
+    path.write_text(matrix)
+    with pytest.raises(runner.RunnerError) as err:
+        runner.expand(runner.load_matrix(path))
+    assert message in str(err.value)
+    assert str(path) in str(err.value) or "unknown" in message or "appears" in message
+
+
+def test_a_missing_checkpoint_says_where_it_looked(env, tmp_path):
+    write_matrix(env["matrix"], tmp_path / "no-such-checkpoint")
+    with pytest.raises(Exception, match="no-such-checkpoint"):
+        run(env)
+
+
+def test_the_default_matrix_is_valid():
+    cells = runner.expand(runner.load_matrix())
+    assert "alignscope-tiny-llava/world-pope/adversarial/baseline/seed0" in {c.name for c in cells}
