@@ -54,7 +54,7 @@ from plugins.world import (
     existence_questions, relation_questions, render,
 )
 
-__all__ = ["TEST_SET_VERSION", "WorldTestSet", "build_test_set", "test_set", "WorldPope", "WorldAttribute",
+__all__ = ["TEST_SET_VERSION", "WorldTestSet", "build_test_set", "load_test_set", "WorldPope", "WorldAttribute",
            "WorldRelation", "WorldCaption"]
 
 TEST_SET_VERSION = "v1"
@@ -172,7 +172,7 @@ def _intact(root: Path) -> bool:
         return False
 
 
-def test_set(world: Optional[WorldConfig] = None, data_dir: Optional[Path] = None) -> WorldTestSet:
+def load_test_set(world: Optional[WorldConfig] = None, data_dir: Optional[Path] = None) -> WorldTestSet:
     """The test set of ``world`` (default world) under ``data_dir``, generated on first use.
 
     Generation writes to a temporary folder and renames it into place, so a crash never leaves a
@@ -216,7 +216,7 @@ class _WorldBenchmark(Benchmark):
     @property
     def test_set(self) -> WorldTestSet:
         if not hasattr(self, "_test_set"):
-            self._test_set = test_set(self.world, self.data_dir)
+            self._test_set = load_test_set(self.world, self.data_dir)
         return self._test_set
 
     def prepare(self) -> None:

@@ -1,0 +1,123 @@
+"""The world's test set: POPE's protocol, the probes, its pinned content, and self-repair."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plugins.benchmarks.base import BenchmarkError
+from plugins.benchmarks.pope import load_pope_splits
+from plugins.benchmarks.world import N_POPE_IMAGES, TEST_SET_VERSION, load_test_set
+from plugins.registry import get_benchmark
+from plugins.world import SceneSampler, WorldConfig, scene_seed
+
+# The content of test set v1 for the default world: question files, ground truth and decoded pixels.
+# If a change to plugins/world alters it, the change must come with a new TEST_SET_VERSION (and this pin).
+PINNED_V1 = "8360ac0f0681529900c5d3c657e6aa93ae57d8d73701ee3ba2f21a7bbba5a201"
+
+
+@pytest.fixture(scope="module")
+def ts(tmp_path_factory):
+    return load_test_set(WorldConfig(), tmp_path_factory.mktemp("data"))
+
+
+def content_sha256(root: Path) -> str:
+    from PIL import Image
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "MANIFEST.json"):
+        data = np.asarray(Image.open(path).convert("RGB")).tobytes() if path.suffix == ".png" else path.read_bytes()
+        digest.update(f"{path.relative_to(root)}\t".encode() + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def test_the_default_test_set_is_pinned(ts):
+    assert TEST_SET_VERSION == "v1"
+    assert content_sha256(ts.root) == PINNED_V1
+
+
+def test_pope_protocol_500_images_3_present_3_absent_each(ts):
+    splits = load_pope_splits(ts.root / "pope", ts.root / "images")
+    scenes = ts.scenes()
+    for name, split in splits.items():
+        per_image = defaultdict(Counter)
+        for q in split.questions:
+            per_image[q.image][q.label] += 1
+            category = q.text.split()[3]  # "is there a <category> in the image ?"
+            assert (category in scenes[q.image].categories) == (q.label == "yes"), (name, q)
+        assert len(per_image) == N_POPE_IMAGES
+        assert all(c == Counter(yes=3, no=3) for c in per_image.values())
+        assert all(len(scenes[image].objects) >= 3 for image in per_image)
+    assert len(splits["random"].questions) == 3000
+
+
+def test_adversarial_negatives_co_occur_more_than_random_ones(ts):
+    """The point of the adversarial split: its absent objects are the present ones' usual partners."""
+    world = WorldConfig()
+    partners = {c: set(g.categories) - {c} for g in world.cooccurrence for c in g.categories}
+    splits = load_pope_splits(ts.root / "pope", ts.root / "images", ("random", "adversarial"))
+    scenes = ts.scenes()
+
+    def partner_share(split) -> float:
+        negs = [(q.image, q.text.split()[3]) for q in split.questions if q.label == "no"]
+        return np.mean([any(n in partners.get(c, ()) for c in scenes[img].categories) for img, n in negs])
+
+    assert partner_share(splits["adversarial"]) > partner_share(splits["random"]) + 0.2
+
+
+def test_test_scenes_are_not_training_scenes(ts):
+    test_seeds = {s.seed for s in ts.scenes().values()}
+    train_seeds = {scene_seed("train", i) for i in range(20000)}
+    assert not test_seeds & train_seeds
+    first = SceneSampler(WorldConfig()).sample_split("test", 0)
+    assert ts.scenes()["world_test_000000.png"] == first
+
+
+def test_probes_are_balanced_and_true(ts):
+    scenes = ts.scenes()
+    attr = get_benchmark("world-attribute")(data_dir=ts.root.parent)
+    for split in attr.splits:
+        items = attr.items(split)
+        assert len(items) == 1000 and sum(i.label == "yes" for i in items) == 500
+        for item in items:
+            _, _, category, colour, _ = item.prompt.split()  # "is the <category> <colour> ?"
+            assert (scenes[item.meta["image"]].get(category).color == colour) == (item.label == "yes")
+    rel = get_benchmark("world-relation")(data_dir=ts.root.parent)
+    items = rel.items("opposite")
+    assert sum(i.label == "yes" for i in items) == len(items) // 2
+    captions = get_benchmark("world-caption")(data_dir=ts.root.parent).items("all")
+    assert len(captions) == 200 and captions[0].label is None
+
+
+def test_a_damaged_test_set_is_regenerated(tmp_path):
+    first = load_test_set(WorldConfig(), tmp_path)
+    question_file = first.root / "pope" / "random.jsonl"
+    good = question_file.read_bytes()
+    question_file.write_bytes(good.replace(b'"label": "no"', b'"label": "yes"', 1))
+    again = load_test_set(WorldConfig(), tmp_path)
+    assert question_file.read_bytes() == good and again.content_sha256 == first.content_sha256
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_the_data_hash_follows_the_files(tmp_path):
+    bench = get_benchmark("world-relation")(data_dir=tmp_path)
+    h = bench.data_hash("opposite")
+    assert h == get_benchmark("world-relation")(data_dir=tmp_path).data_hash("opposite")
+    assert h != get_benchmark("world-relation")({"limit": 10}, data_dir=tmp_path).data_hash("opposite")
+    with pytest.raises(BenchmarkError, match="unknown split 'random'"):
+        bench.data_hash("random")
+
+
+def test_real_pope_without_data_says_what_it_needs():
+    with pytest.raises(BenchmarkError, match="options.questions"):
+        get_benchmark("pope")().items("random")
+
+
+def test_manifest_records_every_file(ts):
+    manifest = json.loads((ts.root / "MANIFEST.json").read_text())
+    files = {str(p.relative_to(ts.root)) for p in ts.root.rglob("*") if p.is_file() and p.name != "MANIFEST.json"}
+    assert set(manifest["files"]) == files and manifest["version"] == TEST_SET_VERSION
