@@ -10,13 +10,13 @@ PYTHON ?= python3
 .PHONY: help install browser test validate site serve reproduce train bench bench-site
 
 help:
-	@echo "make reproduce   install if needed, run the experiment matrix (not yet: see README), build the site"
+	@echo "make reproduce   install if needed, run the experiment matrix (plugins/reproduce.yaml) on CPU, build the site"
 	@echo "make test        install if needed, run the test suite"
 	@echo "make validate    check every YAML record (file:line errors)"
 	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
 	@echo "make serve       preview the site on http://127.0.0.1:8000, regenerated when a record changes"
-	@echo "make train       rebuild the embedded tiny LLaVA (not yet: see README)"
-	@echo "make bench       speed of our own code (world sampler and renderer, model adapter)"
+	@echo "make train       retrain the embedded tiny LLaVA (about 12 minutes on 2 cores)"
+	@echo "make bench       speed of our own code (world, adapter, runner throughput, cold/warm reproduce)"
 	@echo "make bench-site  site generation and build for a synthetic 10,000-paper knowledge base"
 
 install: $(STAMP)
@@ -50,16 +50,20 @@ site: install
 serve: install
 	$(BIN)/alignscope serve
 
-# For now reproduce = validate + build the site; the experiment runner joins it in a later increment.
-reproduce: install validate site
+# Runs only the cells whose fingerprint changed (ONLY='glob' narrows it, DEVICE=cuda moves it).
+ONLY ?=
+DEVICE ?= auto
+reproduce: install validate
+	$(BIN)/alignscope reproduce --device $(DEVICE) $(if $(ONLY),--only '$(ONLY)')
+	$(BIN)/alignscope site
 
 train: install
-	@echo "make train: the embedded tiny LLaVA and its training recipe are not built yet (see README, 'Status')." >&2
-	@exit 1
+	$(BIN)/alignscope train
 
 bench: install
 	$(PY) bench/bench_world.py
 	$(PY) bench/bench_adapter.py
+	$(PY) bench/bench_runner.py
 
 PAPERS ?= 10000
 bench-site: install

@@ -29,6 +29,9 @@ from .tables import TABLE1_METRICS, TABLE1_SPLITS
 
 SPLIT_ORDER = TABLE1_SPLITS
 POPE_METRICS = TABLE1_METRICS + ("yes_ratio",)
+CAPTION_METRICS = ("chair_s", "chair_i", "attr_chair_s", "attr_chair_i", "rel_chair_s", "rel_chair_i", "recall")
+SHOWN_METRICS = POPE_METRICS + CAPTION_METRICS
+"""Metrics shown in the tables; the rest (counts, unclear_ratio, ...) stay in the records and their predictions."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ def reproduction_tables(records: list[ResultRecord], stale_cells: frozenset[str]
     tables = []
     for (model, bench), recs in sorted(groups.items()):
         splits = _ordered((r.split for r in recs), SPLIT_ORDER)
-        metrics = _ordered((m for r in recs for m in r.metrics), POPE_METRICS)
+        metrics = (tuple(m for m in SHOWN_METRICS if any(m in r.metrics for r in recs))
+                   or _ordered((m for r in recs for m in r.metrics), ()))  # a benchmark with only its own metrics
         by_method: dict[str, dict[str, list[ResultRecord]]] = {}
         for r in sorted(recs, key=lambda r: (r.method, r.split, r.seed)):
             by_method.setdefault(r.method, {}).setdefault(r.split, []).append(r)
