@@ -33,7 +33,7 @@ BASELINE = "baseline"
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+_-]*$", max_length=80)]
 RATE_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "yes_ratio", "unclear_ratio", "chair_s", "chair_i",
-                          "attr_chair_s", "attr_chair_i", "rel_chair_s", "rel_chair_i"})
+                          "attr_chair_s", "attr_chair_i", "color_chair_i", "size_chair_i", "rel_chair_s", "rel_chair_i"})
 """Metrics that are fractions and must lie in [0, 1]."""
 
 

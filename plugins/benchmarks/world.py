@@ -265,7 +265,7 @@ class WorldCaption(_WorldBenchmark, YesNoBenchmark):
     protocol = "chair"
     splits = CAPTION_SPLITS
     folder = "caption"
-    parser = "world-caption-v1"  # plugins.world.parse_caption over the closed vocabulary
+    parser = "chair-world-v1"  # plugins.benchmarks.caption.SCORER_NAME: parse_caption over the closed vocabulary
     max_new_tokens = 40  # the longest exact caption is 30 words
 
     def load_items(self, split: str) -> list[Item]:
@@ -275,11 +275,11 @@ class WorldCaption(_WorldBenchmark, YesNoBenchmark):
         return super().data_files(split) + [self.test_set.root / "scenes.jsonl"]
 
     def score(self, split: str, items: Sequence[Item], answers: Sequence[str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        from plugins.benchmarks.caption import caption_records, chair_metrics
+        from plugins.benchmarks.caption import caption_audit, chair_metrics
 
         scenes = self.test_set.scenes()
         truth = [scenes[item.meta["image"]] for item in items]
         metrics = chair_metrics(list(answers), truth, self.world)
         records = [{"question_id": item.id, "image": item.meta["image"], "answer": answer, **detail}
-                   for item, answer, detail in zip(items, answers, caption_records(list(answers), truth, self.world))]
+                   for item, answer, detail in zip(items, answers, caption_audit(list(answers), truth, self.world))]
         return {k: float(v) for k, v in metrics.items()}, records
