@@ -415,30 +415,20 @@ class _Models:
 
 def run_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size: int, results_dir: Path,
              progress: Optional[Callable[[int], None]] = None, base: Optional[dict[str, Any]] = None) -> ResultRecord:
-    """Run one cell and write its predictions and record; returns the record."""
-    from plugins.benchmarks.base import load_image
-    from plugins.models.batch import Batch
+    """Run one cell and write its predictions and record; returns the record.
 
+    ``seconds_per_input`` is the wall time of the benchmark's evaluation (model and method, not
+    loading) divided by the number of inputs.
+    """
     directory, _ = ctx.checkpoint(cell.model)
     adapter = models.get(directory)
     bench = ctx.benchmark(cell)
     method = ctx.method(cell)
     items = bench.items(cell.split)
-    images: dict[Path, Any] = {}
-    for item in items:
-        if item.image is not None and item.image not in images:
-            images[item.image] = load_image(item.image)
-    answers: list[str] = []
     t0 = time.perf_counter()
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        batch = Batch(images=[images[i.image] if i.image is not None else None for i in chunk],
-                      prompts=[i.prompt for i in chunk], ids=[i.id for i in chunk], seed=cell.seed)
-        answers += adapter.generate(batch, max_new_tokens=bench.max_new_tokens, method=method, batch_size=batch_size)
-        if progress:
-            progress(len(chunk))
+    metrics, rows = bench.evaluate(adapter, method, cell.split, items, batch_size=batch_size, seed=cell.seed,
+                                   progress=progress)
     seconds = time.perf_counter() - t0
-    metrics, rows = bench.score(cell.split, items, answers)
     base = base or _provenance_base()
     record = ResultRecord(
         method=cell.method, benchmark=cell.benchmark, split=cell.split, model=_record_name(cell.model.name),

@@ -47,6 +47,7 @@ def write_matrix(path: Path, checkpoint: Path, methods: str = "{baseline: {}}", 
                 options: {{questions: {FIXTURE}, images: {FIXTURE / 'images'}}}
               world-relation: {{options: {{limit: 6}}}}
               world-caption: {{options: {{limit: 2}}}}
+              world-representation: {{options: {{limit: 12}}}}
             methods: {methods}
             seeds: [0]
         {extra}"""), encoding="utf-8")
@@ -69,14 +70,17 @@ def test_cells_run_write_records_and_predictions_that_agree(env):
     assert not summary.failed
     names = sorted(r.cell for r in summary.ran)
     assert names == ["tiny-random/pope/adversarial/baseline/seed0", "tiny-random/pope/random/baseline/seed0",
-                     "tiny-random/world-caption/all/baseline/seed0", "tiny-random/world-relation/opposite/baseline/seed0"]
+                     "tiny-random/world-caption/all/baseline/seed0", "tiny-random/world-relation/opposite/baseline/seed0",
+                     "tiny-random/world-representation/captions/baseline/seed0"]
     records, problems = load_results(env["results"])
-    assert not problems and len(records) == 4
+    assert not problems and len(records) == 5
+    rep = next(r for r in records if r.benchmark == "world-representation")
+    assert rep.n_samples == 12 and -1 <= rep.metrics["cosine_margin_last"] <= 2 and 0 <= rep.metrics["linear_cka_last"] <= 1
     caption = next(r for r in records if r.benchmark == "world-caption")
     assert caption.n_samples == 2 and {"chair_s", "chair_i", "recall"} <= set(caption.metrics)
     assert caption.provenance.parser == "chair-world-v1"
     for record in records:
-        if record.benchmark == "world-caption":
+        if record.benchmark in ("world-caption", "world-representation"):
             continue
         path = env["results"] / f"{record.cell}.json"
         rows = [json.loads(line) for line in gzip.decompress(path.with_name(record.predictions).read_bytes()).splitlines()]
@@ -96,7 +100,7 @@ def test_second_run_skips_everything_and_changes_nothing(env):
     run(env)
     before = {p: p.read_bytes() for p in env["results"].rglob("*") if p.is_file()}
     summary = run(env)
-    assert summary.ran == [] and len(summary.cached) == 4
+    assert summary.ran == [] and len(summary.cached) == 5
     assert {p: p.read_bytes() for p in env["results"].rglob("*") if p.is_file()} == before
 
 
@@ -142,7 +146,7 @@ def test_a_crash_mid_run_keeps_finished_cells_and_leaves_no_partial_file(env, mo
     assert not [p for p in files if p.name.startswith(".") or p.suffix == ".tmp"]
     monkeypatch.setattr(runner, "run_cell", real)
     summary = run(env)
-    assert len(summary.cached) == 1 and len(summary.ran) == 3
+    assert len(summary.cached) == 1 and len(summary.ran) == 4
 
 
 def test_stale_cells_after_a_data_change(env, tmp_path):

@@ -23,7 +23,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -96,6 +96,30 @@ class Benchmark:
     def score(self, split: str, items: Sequence[Item], answers: Sequence[str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """``(metrics, per-item records)`` for the answers, one per item in order."""
         raise NotImplementedError
+
+    def evaluate(self, adapter: Any, method: Any, split: str, items: Sequence[Item], *, batch_size: int, seed: int,
+                 progress: Optional[Callable[[int], None]] = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Run the model (with ``method``) on ``items`` and score it: ``(metrics, per-item records)``.
+
+        The default answers every item by greedy generation through the adapter (the method's
+        extension points applied) and hands the answers to :meth:`score`. A benchmark that reads
+        the model's internals instead of its answers overrides this.
+        """
+        from plugins.models.batch import Batch
+
+        images: dict[Path, Any] = {}
+        for item in items:
+            if item.image is not None and item.image not in images:
+                images[item.image] = load_image(item.image)
+        answers: list[str] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            batch = Batch(images=[images[i.image] if i.image is not None else None for i in chunk],
+                          prompts=[i.prompt for i in chunk], ids=[i.id for i in chunk], seed=seed)
+            answers += adapter.generate(batch, max_new_tokens=self.max_new_tokens, method=method, batch_size=batch_size)
+            if progress is not None:
+                progress(len(chunk))
+        return self.score(split, items, answers)
 
     # ------------------------------------------------------------ provided
 
