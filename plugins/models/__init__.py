@@ -10,3 +10,19 @@
 * :mod:`plugins.models.train` — the survey's staged recipe (``alignscope train``);
 * :mod:`plugins.models.quick_eval` — POPE / attribute / relation accuracy on the "test" stream.
 """
+
+import logging as _logging
+
+
+class _QuietPilFallback(_logging.Filter):
+    """Drop transformers' notice that ``CLIPImageProcessor`` falls back to its PIL backend without torchvision.
+
+    Both backends give the same pixels for our images (a test checks the processor against the
+    training path), so on a torchvision-free CPU install the notice is noise in every run.
+    """
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+_logging.getLogger("transformers.utils.import_utils").addFilter(_QuietPilFallback())

@@ -9,9 +9,9 @@ Stages (each a function below, each logged with a tqdm bar and a saved loss curv
 1. **Contrastive encoder training** — a ``CLIPModel`` (tiny ViT + tiny text encoder) trained with
    CLIP's symmetric InfoNCE on (image, exact caption) pairs, plus the same loss between the
    captions' object phrases and the ViT's patch tokens; identical texts in a batch count as
-   positives of each other rather than as false negatives. By default per-patch region labels
-   are added as an auxiliary loss; ``stage1_objective`` switches to purely contrastive or purely
-   supervised training, to measure how well contrastive training grounds (:func:`train_vision`).
+   positives of each other rather than as false negatives. The default is purely contrastive;
+   ``stage1_objective`` adds per-patch region labels or switches to supervised training, to
+   compare how well each grounds (:func:`train_vision`).
 2. **Adapter tuning** — the LLaVA is assembled (stage 1's vision tower, stage 0's LM, a new MLP
    projector) and only the projector trains; vision tower and LM are frozen. Its data mixes image
    captions with image questions (``projector_caption_share``): the frozen LM already answers
@@ -90,9 +90,9 @@ class TrainConfig(StrictConfig):
     world: WorldConfig = Field(default_factory=default_world)  # the synthetic world (data and its biases)
     model: TinyLlavaConfig = Field(default_factory=TinyLlavaConfig)  # tower sizes
     n_train_scenes: int = Field(default=12000, ge=8)  # scenes 0..n-1 of the "train" stream
-    lm_pretrain: StageConfig = StageConfig(steps=350, batch_size=64, lr=3e-3, weight_decay=0.01)  # stage 0
-    contrastive: StageConfig = StageConfig(steps=400, batch_size=128, lr=2e-3, weight_decay=0.01)  # stage 1
-    stage1_objective: Literal["contrastive-regions+labels", "contrastive-regions", "contrastive-global", "supervised-regions"] = "contrastive-regions+labels"  # see train_vision
+    lm_pretrain: StageConfig = StageConfig(steps=500, batch_size=32, lr=3e-3, weight_decay=0.01)  # stage 0
+    contrastive: StageConfig = StageConfig(steps=500, batch_size=128, lr=2e-3, weight_decay=0.01)  # stage 1
+    stage1_objective: Literal["contrastive-regions+labels", "contrastive-regions", "contrastive-global", "supervised-regions"] = "contrastive-regions"  # see train_vision
     hard_negatives: int = Field(default=0, ge=0, le=3)  # stage 1: one-fact-wrong captions per image as extra negatives
     projector: StageConfig = StageConfig(steps=400, batch_size=32, lr=5e-3)  # stage 2 (projector only)
     end_to_end: StageConfig = StageConfig(steps=1000, batch_size=32, lr=4e-4, warmup=50, weight_decay=0.01)  # stage 3
@@ -244,7 +244,7 @@ def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[has], target)
 
 
-STAGE1_OBJECTIVES = ("contrastive-regions+labels", "contrastive-regions", "contrastive-global", "supervised-regions")
+STAGE1_OBJECTIVES = ("contrastive-regions", "contrastive-regions+labels", "contrastive-global", "supervised-regions")
 """Stage-1 objectives (see :func:`train_vision`); the first is the default."""
 
 
@@ -255,17 +255,17 @@ def train_vision(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: 
     * ``contrastive-global``: CLIP. Image CLS vs caption ``</s>`` embeddings, symmetric InfoNCE over
       the batch; identical captions count as positives of each other (no false negatives), and
       ``hard_negatives`` one-fact-wrong captions per image join the texts.
-    * ``contrastive-regions``: CLIP's loss plus the same InfoNCE between the object phrases of the
+    * ``contrastive-regions`` (default): CLIP's loss plus the same InfoNCE between the object phrases of the
       captions ("a small red star", "a star") and the *patch tokens* the LLaVA reads: a phrase
       scores an image by its best-matching patch. Closed-vocabulary captions split into phrases
       exactly, so this is box-free region-phrase alignment; each image also meets one
       hard-negative phrase (a present object with its shape swapped for an absent one).
     * ``supervised-regions``: no text; a linear head on the patch tokens predicts the category and
       colour of the object under each patch (labels from the renderer).
-    * ``contrastive-regions+labels`` (default): both losses on the same batch. Contrastive
-      training alone grounds shapes too weakly within the CPU budget (see the model card), so the
-      dense region labels are added as an auxiliary loss, as detectors' box labels are in
-      GLIP-style grounded pre-training.
+    * ``contrastive-regions+labels``: both losses on the same batch, the dense region labels as
+      an auxiliary loss (as box labels are in GLIP-style grounded pre-training). Measured with
+      the earlier stage sizes (350 LM steps at batch 64, 400 stage-1 steps): POPE 74.7 / 67.1 /
+      64.3 %, below the purely contrastive default; so the labels are not used by default.
     """
     seed_everything(config.seed + 1)
     clip = build_clip(config.model, vocab, config.world.image_size)
