@@ -367,7 +367,8 @@ def reproduce(
             m = runner.load_matrix(matrix)
             ctx = runner._Context(None, dtype or m.defaults.dtype)
             for p in runner.plan(runner.expand(m, only), results, ctx):
-                typer.echo(f"{'run ' if p.status != 'cached' else 'skip'}  {p.status:<6}  {p.cell.name}")
+                action = {"cached": "skip", "error": "fail"}.get(p.status, "run ")
+                typer.echo(f"{action}  {p.status:<6}  {p.cell.name}" + (f"  ({p.error.splitlines()[0]})" if p.error else ""))
             return
         summary = runner.run(matrix, only=only, results_dir=results, device=device, dtype=dtype, batch_size=batch_size,
                              executor=executor, force=force, progress=progress, echo=typer.echo)

@@ -279,7 +279,10 @@ class _Context:
             else:
                 raise RunnerError(f"model {model.name!r}: {unknown('model', model.name, list_models())}; "
                                   "or give a path: {name: my-model, path: /dir/of/checkpoint}")
-            directory = resolve_checkpoint(where)
+            try:
+                directory = resolve_checkpoint(where)
+            except FileNotFoundError as exc:  # CheckpointNotFoundError: says where it looked and how to get it
+                raise RunnerError(f"model {model.name!r}: {exc}") from None
             self._checkpoints[key] = (directory, checkpoint_hash(directory))
         return self._checkpoints[key]
 
@@ -319,14 +322,23 @@ def fingerprint(cell: Cell, ctx: _Context) -> tuple[str, dict[str, Any]]:
 class CellPlan:
     cell: Cell
     fingerprint: str
-    status: str  # "cached" (a record with this fingerprint exists), "stale" (a record with another), "new"
+    status: str  # "cached" (a record with this fingerprint exists), "stale" (a record with another), "new", "error"
+    error: str = ""  # why the cell cannot run (status "error"), e.g. a checkpoint that is not on this machine
 
 
 def plan(cells: Sequence[Cell], results_dir: Path, ctx: _Context) -> list[CellPlan]:
-    """Which cells must run: compares each cell's fingerprint with its record in ``results_dir``."""
+    """Which cells must run: compares each cell's fingerprint with its record in ``results_dir``.
+
+    A cell that cannot even be fingerprinted (missing checkpoint or data) gets status ``error``
+    and does not stop the others.
+    """
     out = []
     for cell in cells:
-        fp, _ = fingerprint(cell, ctx)
+        try:
+            fp, _ = fingerprint(cell, ctx)
+        except (RunnerError, ValueError, OSError) as exc:
+            out.append(CellPlan(cell, "", "error", str(exc)))
+            continue
         path = Path(results_dir) / f"{cell.name}.json"
         status = "new"
         if path.is_file():
@@ -469,10 +481,14 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
         raise RunnerError(f"no cell of {matrix_path} matches --only {only!r}" if only else f"{matrix_path} has no cells")
     ctx = _Context(data_dir, dtype)
     for bench in {(c.benchmark, c.benchmark_options): c for c in cells}.values():
-        ctx.benchmark(bench).prepare()
+        try:
+            ctx.benchmark(bench).prepare()
+        except (ValueError, OSError):
+            pass  # reported per cell by plan()
     plans = plan(cells, results_dir, ctx)
-    todo = [p for p in plans if force or p.status != "cached"]
-    summary = RunSummary(cached=[p.cell.name for p in plans if p.status == "cached" and not force])
+    todo = [p for p in plans if p.status != "error" and (force or p.status != "cached")]
+    summary = RunSummary(cached=[p.cell.name for p in plans if p.status == "cached" and not force],
+                         failed=[(p.cell.name, p.error) for p in plans if p.status == "error"])
     if summary.cached:
         echo(f"{len(summary.cached)} of {len(plans)} cells unchanged (fingerprints match): skipped")
     if todo:

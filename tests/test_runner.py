@@ -186,10 +186,18 @@ def test_bad_matrices_fail_with_located_messages(tmp_path, matrix, message):
     assert str(path) in str(err.value) or "unknown" in message or "appears" in message
 
 
-def test_a_missing_checkpoint_says_where_it_looked(env, tmp_path):
-    write_matrix(env["matrix"], tmp_path / "no-such-checkpoint")
-    with pytest.raises(Exception, match="no-such-checkpoint"):
-        run(env)
+def test_a_missing_checkpoint_fails_its_cells_only_and_says_where_it_looked(env, tmp_path):
+    text = env["matrix"].read_text() + textwrap.indent(textwrap.dedent(f"""\
+        - name: absent-model
+          models: [{{name: absent, path: {tmp_path / 'no-such-checkpoint'}}}]
+          benchmarks: {{world-relation: {{options: {{limit: 6}}}}}}
+          methods: {{baseline: {{}}}}
+        """), "  ")
+    env["matrix"].write_text(text)
+    summary = run(env)
+    assert [name for name, _ in summary.failed] == ["absent/world-relation/opposite/baseline/seed0"]
+    assert "no-such-checkpoint" in summary.failed[0][1] and "Looked in" in summary.failed[0][1]
+    assert len(summary.ran) == 5  # the other model's cells still ran
 
 
 def test_the_default_matrix_is_valid():
