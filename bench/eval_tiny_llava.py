@@ -1,13 +1,13 @@
 """Quick evaluation of a tiny-LLaVA checkpoint on the world's held-out "test" stream.
 
     python bench/eval_tiny_llava.py                                   # the committed default checkpoint
-    python bench/eval_tiny_llava.py --checkpoint /tmp/tiny --scenes 200 --json out.json
+    python bench/eval_tiny_llava.py --checkpoint /tmp/tiny --limit 600 --json out.json
 
-Loads the checkpoint with plain ``AutoProcessor`` / ``LlavaForConditionalGeneration``, asks POPE-style
-object questions (random / popular / adversarial negatives, 3 yes + 3 no per scene), attribute
-questions (random and prior-colour negatives) and relation questions, decodes greedily, scores with
-the official POPE parser, and prints accuracy, F1 and yes-ratio next to the misalignment-profile
-target (LLaVA-1.5-7B on POPE: 88.4 / 84.8 / 77.9 %).
+Loads the checkpoint with plain ``AutoProcessor`` / ``LlavaForConditionalGeneration``, answers the
+world's question benchmarks (POPE protocol with random / popular / adversarial negatives, colour
+questions, relation questions: :mod:`plugins.models.quick_eval`) greedily, scores with the official
+POPE parser, and prints accuracy, F1 and yes-ratio next to the misalignment-profile targets
+(POPE random >= 85 %, adversarial >= 5 points below it; LLaVA-1.5-7B: 88.4 / 84.8 / 77.9 %).
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def world_of(checkpoint: Path) -> WorldConfig:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--scenes", type=int, default=500, help="test scenes (6 POPE questions per split each)")
+    parser.add_argument("--limit", type=int, default=None, help="questions per split (default: all)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the metrics here")
     args = parser.parse_args()
 
@@ -51,8 +51,8 @@ def main() -> int:
     model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint).eval()
     world = world_of(args.checkpoint)
     t0 = time.perf_counter()
-    results = evaluate(model, processor, world, n_scenes=args.scenes, batch_size=args.batch_size)
-    print(f"{args.checkpoint} on {args.scenes} test scenes ({results['n_questions']} questions, "
+    results = evaluate(model, processor, world, limit=args.limit, batch_size=args.batch_size)
+    print(f"{args.checkpoint} on the world test set {results['test_set']} ({results['n_questions']} questions, "
           f"{time.perf_counter() - t0:.0f} s, {args.threads} threads)")
     print(format_table(results))
     acc = {s: 100 * results["pope"][s]["accuracy"] for s in ("random", "popular", "adversarial")}

@@ -33,7 +33,8 @@ BASELINE = "baseline"
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+_-]*$", max_length=80)]
 RATE_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "yes_ratio", "unclear_ratio", "chair_s", "chair_i",
-                          "attr_chair_s", "attr_chair_i", "color_chair_i", "size_chair_i", "rel_chair_s", "rel_chair_i"})
+                          "attr_chair_s", "attr_chair_i", "color_chair_i", "size_chair_i", "rel_chair_s", "rel_chair_i",
+                          "mutual_knn_last", "mutual_knn_mean", "linear_cka_last", "linear_cka_mean"})
 """Metrics that are fractions and must lie in [0, 1]."""
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Iterable, Optional
 
-from plugins.api import BASELINE, ResultRecord
+from plugins.api import BASELINE, RATE_METRICS, ResultRecord
 
 from .load import KnowledgeBase
 from .tables import TABLE1_METRICS, TABLE1_SPLITS
@@ -30,7 +30,9 @@ from .tables import TABLE1_METRICS, TABLE1_SPLITS
 SPLIT_ORDER = TABLE1_SPLITS
 POPE_METRICS = TABLE1_METRICS + ("yes_ratio",)
 CAPTION_METRICS = ("chair_s", "chair_i", "attr_chair_s", "attr_chair_i", "rel_chair_s", "rel_chair_i", "recall")
-SHOWN_METRICS = POPE_METRICS + CAPTION_METRICS
+REPRESENTATION_METRICS = ("cosine_margin_last", "mutual_knn_last", "linear_cka_last",
+                          "cosine_margin_mean", "mutual_knn_mean", "linear_cka_mean")
+SHOWN_METRICS = tuple(dict.fromkeys(POPE_METRICS + CAPTION_METRICS + REPRESENTATION_METRICS))
 """Metrics shown in the tables; the rest (counts, unclear_ratio, ...) stay in the records and their predictions."""
 
 
@@ -43,6 +45,11 @@ class ReproCell:
     @property
     def value(self) -> float:
         return fmean(r.metrics[self.metric] for r in self.records)
+
+    @property
+    def display(self) -> str:
+        """Rates (fractions in [0, 1]) as percent with one decimal; other metrics (e.g. a cosine margin) as they are."""
+        return f"{100 * self.value:.1f}" if self.metric in RATE_METRICS else f"{self.value:.3f}"
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -132,7 +139,7 @@ def side_by_side(kb: KnowledgeBase, tables: list[ReproTable]) -> list[SideBySide
     out = []
     keys: dict[tuple[str, str, str], list] = {}
     for t in tables:
-        if not t.protocol:
+        if not t.protocol or "accuracy" not in t.metrics:  # reported numbers are in Table 1's terms: accuracy, F1 ...
             continue
         for row in t.rows:
             for split in t.splits:

@@ -224,15 +224,16 @@ def test_text_examples_carry_context_and_answers(data):
     assert CHAT_TEMPLATE  # the same template is saved with every processor
 
 
-def test_quick_eval_scores_a_checkpoint(processor):
+def test_quick_eval_scores_a_checkpoint(processor, tmp_path):
     from plugins.models.quick_eval import evaluate, format_table, presence_probe
 
     torch.manual_seed(0)
     model = build_llava(QUICK.model, build_vocab(WORLD), WORLD.image_size).eval()
-    results = evaluate(model, processor, WORLD, n_scenes=3, stats_scenes=50)
+    results = evaluate(model, processor, WORLD, limit=12, data_dir=tmp_path, progress=False)
     assert set(results["pope"]) == {"random", "popular", "adversarial"}
+    assert set(results["attribute"]) == {"random", "adversarial"}
     m = results["pope"]["random"]
-    assert m["tp"] + m["fn"] == m["tn"] + m["fp"] and 12 <= m["n"] <= 18  # up to 3 yes + 3 no per scene, balanced
+    assert m["n"] == 12 and m["tp"] + m["fn"] == 6  # the first two POPE images: 3 yes + 3 no each
     assert "| POPE adversarial |" in format_table(results)
     probe = presence_probe(model.model.vision_tower, WORLD, layer=-2, n_train=40, n_test=20, steps=5)
     assert 0 <= probe["accuracy"] <= 1

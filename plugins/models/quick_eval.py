@@ -1,14 +1,11 @@
-"""Quick world probe of a LLaVA checkpoint: POPE's three splits plus attribute and relation questions.
+"""The tiny LLaVA's scores on the world's benchmarks, for the model card and the training log.
 
-Questions are asked about scenes of the world's "test" stream (never trained on), through the
-public Hugging Face path only — ``processor.apply_chat_template``, ``processor(...)``,
-``model.generate`` (greedy), ``processor.batch_decode`` — and scored with the pinned official
-POPE parser (:func:`plugins.benchmarks.pope.pope_metrics`). Per scene, as in POPE: 3 questions
-about present objects and 3 about absent ones, the absent ones *random*, *popular* or
-*adversarial* by the training split's statistics (:meth:`WorldStats.estimate`). Attribute
-questions (2 per scene, one yes, one no) come with random wrong colours and with *adversarial*
-ones (the category's prior colour: a knowledge-conflict probe); relation questions (2 per scene)
-ask a relation that holds or its opposite.
+The same code path as ``alignscope reproduce``'s baseline cells: the registered world benchmarks
+(:mod:`plugins.benchmarks.world`: POPE protocol with random / popular / adversarial negatives,
+colour questions with random and prior-colour negatives, relation questions with opposite
+relations) answered greedily through :class:`plugins.models.llava.LlavaAdapter` and scored with the
+pinned official POPE parser. So the numbers in a model card equal the baseline rows of the site,
+for the same checkpoint.
 
 >>> r = {"pope": {"random": {"accuracy": 0.9}, "popular": {"accuracy": 0.85}, "adversarial": {"accuracy": 0.8}}}
 >>> round(pope_gap(r), 3)
@@ -17,78 +14,55 @@ ask a relation that holds or its opposite.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Optional
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from plugins.benchmarks.pope import POPE_SPLITS, pope_metrics
-from plugins.world import (
-    Question, SceneSampler, WorldConfig, WorldStats, attribute_questions, existence_questions,
-    relation_questions, render_batch,
-)
+from plugins.benchmarks.pope import PARSER_NAME, POPE_SPLITS
+from plugins.world import SceneSampler, WorldConfig, render_batch
 
 EVAL_SPLIT = "test"  # the world's held-out scene stream
+PROBES = (("world-pope", "pope"), ("world-attribute", "attribute"), ("world-relation", "relation"))
 
 
-def probe_questions(world: WorldConfig, n_scenes: int, stats: WorldStats) -> dict[str, list[tuple[int, Question]]]:
-    """Probe name -> (scene index, question) pairs over test scenes ``0 .. n_scenes-1``."""
-    sets: dict[str, list[tuple[int, Question]]] = {f"pope_{s}": [] for s in POPE_SPLITS}
-    sets.update({"attribute_random": [], "attribute_adversarial": [], "relation": []})
-    for i, scene in enumerate(SceneSampler(world).scenes(EVAL_SPLIT, n_scenes)):
-        for split in POPE_SPLITS:
-            qs = existence_questions(scene, world, strategy=split, n=6, stats=stats, yes_ratio=0.5)
-            sets[f"pope_{split}"] += [(i, q) for q in qs]
-        for strategy in ("random", "adversarial"):
-            qs = attribute_questions(scene, world, strategy=strategy, n=2, stats=stats, yes_ratio=0.5)
-            sets[f"attribute_{strategy}"] += [(i, q) for q in qs]
-        sets["relation"] += [(i, q) for q in relation_questions(scene, world, n=2, yes_ratio=0.5)]
-    return sets
+def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int] = None, batch_size: int = 64,
+             data_dir: Optional[Path] = None, progress: bool = True) -> dict[str, Any]:
+    """Baseline metrics of ``model`` on every split of the world's question benchmarks.
 
+    ``limit`` keeps the first items of each split (smoke tests); ``None`` scores all of them.
+    Returns ``{"pope": {split: metrics}, "attribute": {split: metrics}, "relation": metrics, ...}``.
+    """
+    from plugins.methods.baseline import Baseline
+    from plugins.models.llava import LlavaAdapter
+    from plugins.registry import get_benchmark
 
-@torch.no_grad()
-def answer(model: Any, processor: Any, images: np.ndarray, questions: Sequence[tuple[int, str]],
-           batch_size: int = 128, max_new_tokens: int = 3, desc: str = "answer") -> list[str]:
-    """Greedy answers to ``(image index, question text)`` pairs, through processor and ``generate``."""
-    model.eval()
-    processor.tokenizer.padding_side = "left"  # new tokens go on the right
-    out: list[str] = []
-    for start in tqdm(range(0, len(questions), batch_size), desc=desc, leave=False, disable=len(questions) <= batch_size):
-        chunk = questions[start:start + batch_size]
-        prompts = [processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}],
-            add_generation_prompt=True) for _, text in chunk]
-        inputs = processor(images=[images[i] for i, _ in chunk], text=prompts, padding=True, return_tensors="pt")
-        generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)  # (B, T + new)
-        new = generated[:, inputs["input_ids"].shape[1]:]  # (B, new)
-        out += [text.strip() for text in processor.batch_decode(new, skip_special_tokens=True)]
-    return out
-
-
-def evaluate(model: Any, processor: Any, world: WorldConfig, n_scenes: int = 500, batch_size: int = 128,
-             stats_scenes: int = 2000) -> dict[str, Any]:
-    """POPE random / popular / adversarial, attribute and relation metrics on ``n_scenes`` test scenes."""
     t0 = time.perf_counter()
-    stats = WorldStats.estimate(world, n=stats_scenes, split="train")
-    scenes = list(SceneSampler(world).scenes(EVAL_SPLIT, n_scenes))
-    images = render_batch(scenes, world)  # (N, H, W, 3) uint8
+    adapter = LlavaAdapter(model, processor)
+    options: dict[str, Any] = {"limit": limit}
+    if world != WorldConfig():
+        options["world"] = world.model_dump(mode="json")
     results: dict[str, Any] = {}
     n_questions = 0
-    for name, pairs in probe_questions(world, n_scenes, stats).items():
-        answers = answer(model, processor, images, [(i, q.text) for i, q in pairs], batch_size, desc=name)
-        metrics = pope_metrics(answers, [q.answer for _, q in pairs])
-        results[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-        n_questions += len(pairs)
-    return {
-        "pope": {s: results.pop(f"pope_{s}") for s in POPE_SPLITS},
-        "attribute": {s: results.pop(f"attribute_{s}") for s in ("random", "adversarial")},
-        "relation": results.pop("relation"),
-        "n_scenes": n_scenes, "n_questions": n_questions, "split": EVAL_SPLIT,
-        "stats": {"split": "train", "n_scenes": stats_scenes},
-        "parser": "pope-official-v1", "decoding": "greedy",
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    for name, key in PROBES:
+        bench = get_benchmark(name)(options, data_dir=data_dir)
+        results[key] = {}
+        for split in bench.splits:
+            items = bench.items(split)
+            bar = tqdm(total=len(items), desc=f"{name}/{split}", leave=False, disable=not progress)
+            metrics, _ = bench.evaluate(adapter, Baseline(), split, items, batch_size=batch_size, seed=0,
+                                        progress=bar.update)
+            bar.close()
+            results[key][split] = {k: (round(v, 4) if k in _RATES else int(v)) for k, v in metrics.items()}
+            n_questions += len(items)
+    results["relation"] = results["relation"]["opposite"]
+    results.update(n_questions=n_questions, split=EVAL_SPLIT, parser=PARSER_NAME, decoding="greedy",
+                   test_set=bench.test_set.manifest["version"], seconds=round(time.perf_counter() - t0, 1))
+    return results
+
+
+_RATES = {"accuracy", "precision", "recall", "f1", "yes_ratio", "unclear_ratio"}
 
 
 def pope_gap(results: dict[str, Any]) -> float:
@@ -100,7 +74,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, float, float, float
     """``(probe, accuracy %, F1 %, yes-ratio)`` rows for a printed table or the model card."""
     rows = [(f"POPE {s}", results["pope"][s]) for s in POPE_SPLITS]
     rows += [(f"attribute ({s})", results["attribute"][s]) for s in ("random", "adversarial")]
-    rows += [("relation", results["relation"])]
+    rows += [("relation (opposite)", results["relation"])]
     return [(name, 100 * m["accuracy"], 100 * m["f1"], m["yes_ratio"]) for name, m in rows]
 
 
