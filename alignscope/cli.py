@@ -352,7 +352,8 @@ def reproduce(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: the matrix's)."),
     dtype: Optional[str] = typer.Option(None, help="auto, float32, float16 or bfloat16 (default: the matrix's)."),
     batch_size: Optional[int] = typer.Option(None, help="Items per generate call (default: the matrix's)."),
-    executor: str = typer.Option("local", help="local (one process)."),
+    executor: str = typer.Option("local", help="local (this process) or ray (one Ray task per cell; RAY_ADDRESS selects a cluster)."),
+    gpus_per_cell: float = typer.Option(0, help="GPUs each Ray task requests (executor ray)."),
     force: bool = typer.Option(False, help="Re-run cells even when their fingerprint matches."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and whether each would run; run nothing."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -371,7 +372,8 @@ def reproduce(
                 typer.echo(f"{action}  {p.status:<6}  {p.cell.name}" + (f"  ({p.error.splitlines()[0]})" if p.error else ""))
             return
         summary = runner.run(matrix, only=only, results_dir=results, device=device, dtype=dtype, batch_size=batch_size,
-                             executor=executor, force=force, progress=progress, echo=typer.echo)
+                             executor=executor, gpus_per_cell=gpus_per_cell, force=force, progress=progress,
+                             echo=typer.echo)
     except runner.RunnerError as exc:
         _err(str(exc))
         raise typer.Exit(2)

@@ -57,6 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MATRIX = REPO_ROOT / "plugins" / "reproduce.yaml"
 DEFAULT_RESULTS = REPO_ROOT / "results"
 FINGERPRINT_VERSION = 1  # bump when the fingerprint's recipe changes
+EXECUTORS = ("local", "ray")
 
 
 class RunnerError(ValueError):
@@ -425,9 +426,10 @@ class _Models:
         return self.adapter
 
 
-def run_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size: int, results_dir: Path,
-             progress: Optional[Callable[[int], None]] = None, base: Optional[dict[str, Any]] = None) -> ResultRecord:
-    """Run one cell and write its predictions and record; returns the record.
+def compute_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size: int,
+                 progress: Optional[Callable[[int], None]] = None,
+                 base: Optional[dict[str, Any]] = None) -> tuple[ResultRecord, list[dict[str, Any]]]:
+    """Run one cell: ``(record, per-sample rows)``; nothing is written.
 
     ``seconds_per_input`` is the wall time of the benchmark's evaluation (model and method, not
     loading) divided by the number of inputs.
@@ -455,21 +457,76 @@ def run_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size: in
         ),
         predictions=Path(cell.name).name + ".predictions.jsonl.gz",
     )
+    return record, rows
+
+
+def write_cell(results_dir: Path, record: ResultRecord, rows: list[dict[str, Any]]) -> Path:
+    """Predictions first, then the record (the commit point of the cell); each atomically."""
     out = result_path(results_dir, record)
     _write_predictions(out.with_name(record.predictions), rows)
-    save_record(results_dir, record)  # the record goes last: it is the commit point of the cell
+    return save_record(results_dir, record)
+
+
+def run_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size: int, results_dir: Path,
+             progress: Optional[Callable[[int], None]] = None, base: Optional[dict[str, Any]] = None) -> ResultRecord:
+    """Run one cell and write its predictions and record; returns the record."""
+    record, rows = compute_cell(cell, fp, ctx, models, batch_size, progress, base)
+    write_cell(results_dir, record, rows)
     return record
+
+
+def _ray_cell(cell: Cell, fp: str, data_dir: Optional[Path], device: str, dtype: str, batch_size: int,
+              base: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A Ray task: one cell computed in a worker; the driver writes what it returns."""
+    ctx = _Context(data_dir, dtype)
+    record, rows = compute_cell(cell, fp, ctx, _Models(device, dtype), batch_size, None, base)
+    return record.model_dump_json(), rows
+
+
+def _run_on_ray(todo: list[CellPlan], ctx: _Context, device: str, dtype: str, batch_size: int, results_dir: Path,
+                base: dict[str, Any], summary: "RunSummary", gpus_per_cell: float, on_done: Callable[[], None]) -> None:
+    """Each cell as one Ray task (``gpus_per_cell`` GPUs each); records are written by the driver as tasks finish.
+
+    Connects to ``$RAY_ADDRESS`` when set, else starts a local Ray instance.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise RunnerError("executor 'ray' needs Ray: pip install -e '.[ray]' (Ray stays an optional extra)") from None
+    import os
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    task = ray.remote(num_gpus=gpus_per_cell, max_retries=0)(_ray_cell)
+    pending = {task.remote(p.cell, p.fingerprint, ctx.data_dir, device, dtype, batch_size, base): p for p in todo}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        p = pending.pop(done[0])
+        try:
+            record_json, rows = ray.get(done[0])
+            record = ResultRecord.model_validate_json(record_json)
+            write_cell(results_dir, record, rows)
+            summary.ran.append(record)
+        except Exception as exc:  # a failed task fails its cell only
+            summary.failed.append((p.cell.name, f"{type(exc).__name__}: {exc}"))
+        on_done()
 
 
 def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] = None,
         results_dir: Union[str, Path] = DEFAULT_RESULTS, device: Optional[str] = None, dtype: Optional[str] = None,
         batch_size: Optional[int] = None, data_dir: Optional[Path] = None, force: bool = False,
-        progress: bool = True, executor: str = "local", echo: Callable[[str], None] = print) -> RunSummary:
-    """Run every cell of the matrix that is not cached; see the module docstring."""
+        progress: bool = True, executor: str = "local", gpus_per_cell: float = 0,
+        echo: Callable[[str], None] = print) -> RunSummary:
+    """Run every cell of the matrix that is not cached; see the module docstring.
+
+    ``executor``: ``local`` (this process, model by model) or ``ray`` (one Ray task per cell,
+    ``gpus_per_cell`` GPUs each; per-sample progress is not shown).
+    """
     from tqdm.auto import tqdm
 
-    if executor != "local":
-        raise RunnerError(f"executor {executor!r} is not available; {unknown('executor', executor, ['local'])}")
+    if executor not in EXECUTORS:
+        raise RunnerError(unknown("executor", executor, EXECUTORS))
     t_start = time.perf_counter()
     matrix = load_matrix(matrix_path)
     results_dir = Path(results_dir)
@@ -494,26 +551,43 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
     if todo:
         # Run model by model so that each checkpoint loads once.
         todo.sort(key=lambda p: (str(ctx.checkpoint(p.cell.model)[0]), cells.index(p.cell)))
-        models = _Models(device, dtype)
         base = _provenance_base()
-        n_items = {p.cell.name: len(ctx.benchmark(p.cell).items(p.cell.split)) for p in todo}
-        bar_cells = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress, position=0)
-        bar_items = tqdm(total=sum(n_items.values()), desc="inputs", unit="input", disable=not progress, position=1)
-        try:
-            for p in todo:
-                bar_cells.set_postfix_str(p.cell.name)
-                try:
-                    record = run_cell(p.cell, p.fingerprint, ctx, models, batch_size, results_dir, bar_items.update, base)
-                    summary.ran.append(record)
-                except (RunnerError, ValueError, OSError) as exc:
-                    summary.failed.append((p.cell.name, str(exc)))
-                    bar_items.update(n_items[p.cell.name])
-                bar_cells.update(1)
-        finally:
-            bar_items.close()
-            bar_cells.close()
+        if executor == "ray":
+            bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress)
+            try:
+                _run_on_ray(todo, ctx, device, dtype, batch_size, results_dir, base, summary, gpus_per_cell,
+                            lambda: bar.update(1))
+            finally:
+                bar.close()
+        else:
+            _run_local(todo, ctx, device, dtype, batch_size, results_dir, base, summary, progress)
     summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _run_local(todo: list[CellPlan], ctx: _Context, device: str, dtype: str, batch_size: int, results_dir: Path,
+               base: dict[str, Any], summary: RunSummary, progress: bool) -> None:
+    """Cells one after another in this process, model by model so that each checkpoint loads once."""
+    from tqdm.auto import tqdm
+
+    todo = sorted(todo, key=lambda p: str(ctx.checkpoint(p.cell.model)[0]))  # stable: matrix order within a model
+    models = _Models(device, dtype)
+    n_items = {p.cell.name: len(ctx.benchmark(p.cell).items(p.cell.split)) for p in todo}
+    bar_cells = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress, position=0)
+    bar_items = tqdm(total=sum(n_items.values()), desc="inputs", unit="input", disable=not progress, position=1)
+    try:
+        for p in todo:
+            bar_cells.set_postfix_str(p.cell.name)
+            try:
+                summary.ran.append(run_cell(p.cell, p.fingerprint, ctx, models, batch_size, results_dir,
+                                            bar_items.update, base))
+            except (RunnerError, ValueError, OSError) as exc:
+                summary.failed.append((p.cell.name, str(exc)))
+                bar_items.update(n_items[p.cell.name])
+            bar_cells.update(1)
+    finally:
+        bar_items.close()
+        bar_cells.close()
 
 
 def summary_table(summary: RunSummary) -> str:

@@ -203,3 +203,23 @@ def test_a_missing_checkpoint_fails_its_cells_only_and_says_where_it_looked(env,
 def test_the_default_matrix_is_valid():
     cells = runner.expand(runner.load_matrix())
     assert "alignscope-tiny-llava/world-pope/adversarial/baseline/seed0" in {c.name for c in cells}
+
+
+def test_ray_executor_runs_each_cell_as_a_task_on_a_local_instance(env):
+    ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")  # CI installs the extra
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        summary = run(env, executor="ray", only="*/pope/*")
+    finally:
+        ray.shutdown()
+    assert not summary.failed
+    assert sorted(r.cell for r in summary.ran) == ["tiny-random/pope/adversarial/baseline/seed0",
+                                                  "tiny-random/pope/random/baseline/seed0"]
+    # The same numbers as the local executor: the cache sees the Ray-written records as up to date.
+    again = run(env, only="*/pope/*")
+    assert again.ran == [] and len(again.cached) == 2
+
+
+def test_unknown_executor(env):
+    with pytest.raises(runner.RunnerError, match="unknown executor 'dask'; .*allowed: local, ray"):
+        run(env, executor="dask")
