@@ -307,7 +307,16 @@ class LlavaAdapter:
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch_dtype, local_files_only=True, **extra)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per load would drown the runner's own bars
+        try:
+            model = LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch_dtype, local_files_only=True,
+                                                                  **extra)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
         return cls(model.to(torch_device), processor, source=directory)
 
