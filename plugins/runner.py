@@ -530,10 +530,16 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
     t_start = time.perf_counter()
     matrix = load_matrix(matrix_path)
     results_dir = Path(results_dir)
+    if results_dir.is_dir():  # temporary files of a run killed mid-write (never a finished cell: those are renamed)
+        for leftover in results_dir.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
     device = device or matrix.defaults.device
     dtype = dtype or matrix.defaults.dtype
     batch_size = batch_size or matrix.defaults.batch_size
-    cells = expand(matrix, only)
+    try:
+        cells = expand(matrix, only)
+    except RunnerError as exc:
+        raise RunnerError("\n".join(f"{matrix_path}: {line}" for line in str(exc).splitlines())) from None
     if not cells:
         raise RunnerError(f"no cell of {matrix_path} matches --only {only!r}" if only else f"{matrix_path} has no cells")
     ctx = _Context(data_dir, dtype)

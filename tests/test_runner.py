@@ -145,7 +145,11 @@ def test_a_crash_mid_run_keeps_finished_cells_and_leaves_no_partial_file(env, mo
     assert len([p for p in files if p.name.endswith(".json")]) == 1
     assert not [p for p in files if p.name.startswith(".") or p.suffix == ".tmp"]
     monkeypatch.setattr(runner, "run_cell", real)
+    # A SIGKILL in the middle of a write leaves a temporary file; the next run removes it.
+    leftover = files[0].with_name(f".{files[0].name}.abc123.tmp")
+    leftover.write_text("half a record")
     summary = run(env)
+    assert not leftover.exists()
     assert len(summary.cached) == 1 and len(summary.ran) == 4
 
 
