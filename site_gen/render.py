@@ -163,7 +163,7 @@ class Renderer:
     # ------------------------------------------------------------ pages
     def build(self) -> dict[str, str]:
         kb = self.kb
-        self.render("index.md", "home.html.j2", "AlignScope", counts=kb.counts())
+        self.render("index.md", "home.html.j2", "AlignScope", counts=kb.counts(), n_reproduced=len(self.results))
         self.render("taxonomy/index.md", "taxonomy_index.html.j2", "Taxonomy", roots=sorted(k for k, v in kb.parent.items() if v is None))
         for full, node in sorted(kb.taxonomy.items()):
             page = taxonomy_page(full)
