@@ -18,12 +18,15 @@ precision, recall, f1, yes_ratio, chair_s, chair_i); the site shows percentages.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
+import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Annotated, Optional
+from typing import Any, Annotated, Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -110,14 +113,17 @@ def _round(value: Any, digits: int = 6) -> Any:
     return value
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes via a temporary file and rename, so a crash never leaves half a file.
+
+    The temporary file is ``.<name>.<random>.tmp`` beside ``path``; the runner removes any left by a kill.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
@@ -125,6 +131,56 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: Path) -> str:
+    """Content SHA-256 of ``path``, cached per process by (real path, size, mtime).
+
+    For a Hugging Face cache symlink to an LFS blob, the blob's name *is* that hash and is used as is.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        target = path.resolve()
+        if target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
+            return target.name
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def files_sha256(paths: Iterable[Path]) -> str:
+    """SHA-256 over ``name<TAB>sha256`` lines of ``paths`` in the order given (a repeated path counts once).
+
+    The identity of a checkpoint directory and of a benchmark split's data.
+    """
+    digest = hashlib.sha256()
+    seen: set[Path] = set()
+    for path in paths:
+        path = Path(path)
+        if path in seen:
+            continue
+        seen.add(path)
+        digest.update(f"{path.name}\t{file_sha256(path)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def git(*args: str) -> Optional[str]:
+    """Output of ``git <args>`` run in this checkout, or None when git or the repository is unavailable."""
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
 
 
 def save_record(results_dir: Path, record: ResultRecord) -> Path:

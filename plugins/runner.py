@@ -33,22 +33,20 @@ import datetime as _dt
 import fnmatch
 import gzip
 import hashlib
-import io
 import json
 import platform
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from plugins.api import BASELINE, Provenance, ResultRecord, load_results, result_path, save_record, write_atomic
+from plugins.api import Provenance, ResultRecord, git, result_path, save_record, write_atomic
 from plugins.config import StrictConfig, unknown
+from plugins.methods.base import modules_sha256
 
 __all__ = ["RunnerError", "Matrix", "Experiment", "Cell", "load_matrix", "expand", "CellPlan", "plan",
            "run", "stale_cells", "DEFAULT_MATRIX", "DEFAULT_RESULTS"]
@@ -288,17 +286,6 @@ class _Context:
         return self._checkpoints[key]
 
 
-def _source_sha256(*modules: str) -> str:
-    import importlib
-    import inspect
-
-    digest = hashlib.sha256()
-    for name in modules:
-        path = inspect.getsourcefile(importlib.import_module(name))
-        digest.update(name.encode() + b"\0" + Path(path).read_bytes())
-    return digest.hexdigest()
-
-
 def fingerprint(cell: Cell, ctx: _Context) -> tuple[str, dict[str, Any]]:
     """The cell's fingerprint and the payload it hashes (see the module docstring)."""
     _, ckpt_hash = ctx.checkpoint(cell.model)
@@ -309,7 +296,7 @@ def fingerprint(cell: Cell, ctx: _Context) -> tuple[str, dict[str, Any]]:
         "benchmark": bench.fingerprint_payload(cell.split),
         "checkpoint_sha256": ckpt_hash,
         "decoding": {"strategy": "greedy", "max_new_tokens": bench.max_new_tokens},
-        "adapter_sha256": _source_sha256("plugins.models.llava", "plugins.models.batch"),
+        "adapter_sha256": modules_sha256(["plugins.models.llava", "plugins.models.batch"]),
         "seed": cell.seed,
         "dtype": ctx.dtype,
     }
@@ -364,22 +351,14 @@ def stale_cells(results_dir: Path = DEFAULT_RESULTS, matrix_path: Path = DEFAULT
     return frozenset(stale)
 
 
-def _git(*args: str) -> Optional[str]:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=REPO_ROOT)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
 def _provenance_base() -> dict[str, Any]:
     import numpy
     import torch
     import transformers
 
-    commit = (_git("rev-parse", "HEAD") or "").strip() or "unknown"
+    commit = (git("rev-parse", "HEAD") or "").strip() or "unknown"
     # Results themselves do not make the tree dirty: only code, config and data changes do.
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {
         "git_commit": commit,
         "dirty": bool(status and status.strip()),
@@ -391,13 +370,7 @@ def _provenance_base() -> dict[str, Any]:
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
     """Gzipped JSON Lines, byte-stable (no timestamp in the gzip header), written atomically."""
     raw = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9) as gz:
-        gz.write(raw)
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    write_atomic(path, gzip.compress(raw, compresslevel=9, mtime=0))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small, valid knowledge base written into a temporary folder."""
+"""Shared fixtures: a small, valid knowledge base written into a temporary folder; a tiny random LLaVA."""
 from __future__ import annotations
 
 import shutil
@@ -145,3 +145,21 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+# ---------------------------------------------------------------- a tiny random-weight LLaVA (per test module)
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny random-weight LlavaForConditionalGeneration saved to a temporary folder (see tests/tiny_llava.py)."""
+    from tests.tiny_llava import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("ckpt") / "tiny-llava", seed=0)
+
+
+@pytest.fixture(scope="module")
+def adapter(checkpoint):
+    """The LlavaAdapter of :func:`checkpoint`, on CPU."""
+    from plugins.models.llava import LlavaAdapter
+
+    return LlavaAdapter.load(checkpoint, device="cpu")

@@ -54,16 +54,6 @@ def offline(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return build_tiny_llava(tmp_path_factory.mktemp("ckpt") / "tiny-llava", seed=0)
-
-
-@pytest.fixture(scope="module")
-def adapter(checkpoint) -> LlavaAdapter:
-    return LlavaAdapter.load(checkpoint, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def batch() -> Batch:
     return Batch(images=random_images(len(PROMPTS), seed=1), prompts=PROMPTS)
 

@@ -7,8 +7,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it: nothing here downloads
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pathlib import Path  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -19,7 +17,7 @@ from plugins.benchmarks.representation import (  # noqa: E402
 )
 from plugins.models.batch import Batch  # noqa: E402
 from plugins.models.llava import LlavaAdapter  # noqa: E402
-from tests.tiny_llava import HIDDEN, build_tiny_llava, random_images  # noqa: E402
+from tests.tiny_llava import HIDDEN, random_images  # noqa: E402
 
 CAPTIONS = ["a red circle", "a blue square left of a green triangle .", "the small dog", "a cat"]  # different lengths: real padding
 
@@ -172,16 +170,6 @@ def test_linear_cka_of_a_constant_side_is_zero():
 
 
 # ---------------------------------------------------------------------- a tiny random LLaVA
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return build_tiny_llava(tmp_path_factory.mktemp("repr") / "tiny-llava", seed=0)
-
-
-@pytest.fixture(scope="module")
-def adapter(checkpoint) -> LlavaAdapter:
-    return LlavaAdapter.load(checkpoint, device="cpu")
 
 
 @pytest.fixture(scope="module")

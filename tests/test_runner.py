@@ -24,14 +24,8 @@ pytest.importorskip("torch")
 from plugins import runner  # noqa: E402
 from plugins.api import load_results  # noqa: E402
 from plugins.benchmarks.pope import pope_metrics  # noqa: E402
-from tests.tiny_llava import build_tiny_llava  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pope"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return build_tiny_llava(tmp_path_factory.mktemp("ckpt") / "tiny-random-llava")
 
 
 def write_matrix(path: Path, checkpoint: Path, methods: str = "{baseline: {}}", extra: str = "") -> Path:

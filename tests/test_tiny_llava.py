@@ -15,7 +15,7 @@ from plugins.models.data import (
 )
 from plugins.models.tiny_llava import assemble_llava, build_clip, build_llava, build_lm
 from plugins.models.tokenizer import (
-    CHAT_TEMPLATE, SPECIAL_TOKENS, WordEncoder, build_processor, build_tokenizer, build_vocab, num_image_tokens,
+    CHAT_TEMPLATE, SPECIAL_TOKENS, WordEncoder, build_processor, build_vocab, num_image_tokens,
     pixel_values,
 )
 from plugins.models.train import (

@@ -27,10 +27,10 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
+from plugins.api import files_sha256
 from plugins.config import StrictConfig, unknown
 
-__all__ = ["Item", "Benchmark", "BenchmarkConfig", "BenchmarkError", "default_data_dir", "load_image",
-           "file_sha256", "files_sha256"]
+__all__ = ["Item", "Benchmark", "BenchmarkConfig", "BenchmarkError", "default_data_dir", "load_image"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,23 +153,3 @@ def load_image(path: Path) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def files_sha256(paths: Sequence[Path]) -> str:
-    """SHA-256 over ``name<TAB>sha256`` lines of ``paths`` (in the order given, duplicates once)."""
-    digest = hashlib.sha256()
-    seen: set[Path] = set()
-    for path in paths:
-        if path in seen:
-            continue
-        seen.add(path)
-        digest.update(f"{Path(path).name}\t{file_sha256(path)}\n".encode())
-    return digest.hexdigest()

@@ -44,8 +44,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from plugins.api import write_atomic
-from plugins.benchmarks.base import Benchmark, BenchmarkConfig, BenchmarkError, Item, file_sha256
+from plugins.api import file_sha256, write_atomic
+from plugins.benchmarks.base import Benchmark, BenchmarkConfig, Item
 from plugins.benchmarks.pope import POPE_SPLITS, PopeQuestion, write_pope_questions
 from plugins.benchmarks.yesno import YesNoBenchmark
 from plugins.registry import register_benchmark

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import inspect
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence
 
 from pydantic import ValidationError
 
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # the adapter imports torch; this module must not
     from plugins.models.batch import Batch
     from plugins.models.llava import LlavaAdapter
 
-__all__ = ["Method", "MethodConfig", "MethodConfigError", "ForwardHooks", "source_sha256"]
+__all__ = ["Method", "MethodConfig", "MethodConfigError", "ForwardHooks", "source_sha256", "modules_sha256"]
 
 
 class MethodConfigError(ValueError):
@@ -150,12 +151,17 @@ class Method:
 def source_sha256(cls: type) -> str:
     """SHA-256 over the source files of the ``plugins.*`` modules defining ``cls`` and its bases."""
     modules = sorted({c.__module__ for c in cls.__mro__ if c.__module__.split(".")[0] == "plugins"})
+    return modules_sha256(modules, what=f"class {cls.__qualname__}")
+
+
+def modules_sha256(modules: Sequence[str], what: str = "") -> str:
+    """SHA-256 over the named modules' source files (imported if needed), in the order given."""
     digest = hashlib.sha256()
     for name in modules:
-        module = sys.modules.get(name)
-        path = inspect.getsourcefile(module) if module is not None else None
+        module = sys.modules.get(name) or importlib.import_module(name)
+        path = inspect.getsourcefile(module)
         if path is None:
-            raise ValueError(f"no source file for module {name!r} (class {cls.__qualname__}); cannot fingerprint it")
+            raise ValueError(f"no source file for module {name!r}{' (' + what + ')' if what else ''}; cannot fingerprint it")
         with open(path, "rb") as fh:
             digest.update(f"{name}\0".encode() + hashlib.sha256(fh.read()).digest())
     return digest.hexdigest()

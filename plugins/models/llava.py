@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import os
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 
+from plugins.api import files_sha256
 from plugins.models.batch import Batch
 from plugins.registry import register_model
 
@@ -63,7 +63,6 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NOT_HASHED = re.compile(r"^(\..*|README.*|LICEN[CS]E.*|.*\.md|training_log\.json)$", re.IGNORECASE)  # documentation and logs, not behaviour
-_HASH_CHUNK = 1 << 20
 # Settings of a stored generation_config.json that would change *greedy* decoding; the adapter drops them.
 _GREEDY_CHANGING = {
     "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
@@ -189,31 +188,7 @@ def _cached_snapshot(repo: Path, revision: str) -> tuple[Optional[Path], str]:
 def checkpoint_hash(directory: Union[str, Path]) -> str:
     """SHA-256 over a checkpoint directory's files, without loading it (see :meth:`LlavaAdapter.checkpoint_hash`)."""
     directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if p.is_file() and not _NOT_HASHED.match(p.name))
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}\t{_file_sha256(path)}\n".encode("utf-8"))
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    """Content SHA-256 of ``path``; for a hub-cache symlink to an LFS blob, the blob's name *is* that hash."""
-    if path.is_symlink():
-        target = path.resolve()
-        if target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
-            return target.name  # LFS blobs are stored under the SHA-256 of their content
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256, per process
+    return files_sha256(sorted(p for p in directory.iterdir() if p.is_file() and not _NOT_HASHED.match(p.name)))
 
 
 # ---------------------------------------------------------------- encoded inputs

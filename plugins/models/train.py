@@ -44,7 +44,6 @@ import math
 import os
 import platform
 import random
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +55,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from plugins.api import git
 from plugins.config import StrictConfig
 from plugins.models.data import (
     TRAIN_STREAM, Example, WorldData, build_world_data, caption_example, collate, hard_negative_captions,
@@ -437,12 +437,7 @@ def data_fingerprint(data: WorldData) -> str:
 
 
 def git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    return (git("rev-parse", "HEAD") or "").strip() or None
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
