@@ -20,6 +20,7 @@ from typing import Any, Optional
 import torch
 from tqdm.auto import tqdm
 
+from plugins.api import RATE_METRICS
 from plugins.benchmarks.pope import PARSER_NAME, POPE_SPLITS
 from plugins.world import SceneSampler, WorldConfig, render_batch
 
@@ -54,15 +55,12 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
             metrics, _ = bench.evaluate(adapter, Baseline(), split, items, batch_size=batch_size, seed=0,
                                         progress=bar.update)
             bar.close()
-            results[key][split] = {k: (round(v, 4) if k in _RATES else int(v)) for k, v in metrics.items()}
+            results[key][split] = {k: (round(v, 4) if k in RATE_METRICS else int(v)) for k, v in metrics.items()}
             n_questions += len(items)
     results["relation"] = results["relation"]["opposite"]
     results.update(n_questions=n_questions, split=EVAL_SPLIT, parser=PARSER_NAME, decoding="greedy",
                    test_set=bench.test_set.manifest["version"], seconds=round(time.perf_counter() - t0, 1))
     return results
-
-
-_RATES = {"accuracy", "precision", "recall", "f1", "yes_ratio", "unclear_ratio"}
 
 
 def pope_gap(results: dict[str, Any]) -> float:
