@@ -35,7 +35,11 @@ import contextlib
 import hashlib
 import importlib
 import inspect
+import io
+import json
+import os
 import sys
+from pathlib import Path
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence
 
@@ -49,7 +53,10 @@ if TYPE_CHECKING:  # the adapter imports torch; this module must not
     from plugins.models.batch import Batch
     from plugins.models.llava import LlavaAdapter
 
-__all__ = ["Method", "MethodConfig", "MethodConfigError", "ForwardHooks", "source_sha256", "modules_sha256"]
+__all__ = ["Method", "MethodConfig", "MethodConfigError", "ForwardHooks", "source_sha256", "modules_sha256",
+           "cache_dir", "cached_artifact"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class MethodConfigError(ValueError):
@@ -220,3 +227,52 @@ class ForwardHooks(contextlib.AbstractContextManager):
     def _remove(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+
+
+# ---------------------------------------------------------------- cached artifacts
+
+def cache_dir() -> Path:
+    """Where methods keep what they compute once per model (steering directions, a detector's weights).
+
+    ``$ALIGNSCOPE_CACHE`` or ``<repo>/build/cache``; never committed, safe to delete.
+    """
+    return Path(os.environ.get("ALIGNSCOPE_CACHE") or REPO_ROOT / "build" / "cache")
+
+
+def cached_artifact(kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+    """``compute()``'s result, computed once per ``key`` and kept under ``cache_dir()/kind/``.
+
+    ``key`` is JSON (for a method: its fingerprint payload plus the checkpoint hash, so new code,
+    a new config or new weights compute afresh). The value is anything ``torch.save`` stores
+    (tensors, dicts, lists); it is written atomically, and a file that does not load (a crash
+    elsewhere, a truncated copy) is computed again instead of failing.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     os.environ["ALIGNSCOPE_CACHE"] = tmp
+    ...     calls = []
+    ...     first = cached_artifact("demo", {"a": 1}, lambda: calls.append(1) or {"x": 2})
+    ...     again = cached_artifact("demo", {"a": 1}, lambda: calls.append(1) or {"x": 3})
+    ...     del os.environ["ALIGNSCOPE_CACHE"]
+    >>> first, again, len(calls)
+    ({'x': 2}, {'x': 2}, 1)
+    """
+    import torch
+
+    from plugins.api import write_atomic
+
+    if not kind or not kind.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"artifact kind {kind!r} must be a name of letters, digits, '-' or '_'")
+    text = json.dumps(dict(key), sort_keys=True, default=str)
+    path = cache_dir() / kind / f"{hashlib.sha256(text.encode('utf-8')).hexdigest()[:32]}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a corrupt or foreign file: recompute and overwrite it
+            pass
+    value = compute()
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    write_atomic(path, buffer.getvalue())
+    path.with_suffix(".json").write_text(text + "\n", encoding="utf-8")  # what the file was computed from
+    return value
