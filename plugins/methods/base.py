@@ -119,7 +119,11 @@ class Method:
     # ------------------------------------------------------------ the four extension points
 
     def transform_inputs(self, model: "LlavaAdapter", batch: "Batch") -> "Batch":
-        """Return the batch to run instead of ``batch`` (same length, same order). Default: unchanged."""
+        """Return the batch to run instead of ``batch`` (same length, same order). Default: unchanged.
+
+        The returned batch may also be k × ``len(batch)`` items: the transformed items first, then
+        whole extra streams that share the forward passes (see :meth:`LlavaAdapter.generate`).
+        """
         return batch
 
     def hooks(self, model: "LlavaAdapter", batch: "Batch") -> contextlib.AbstractContextManager:

@@ -396,6 +396,12 @@ class LlavaAdapter:
         ``logits_processors`` (after the ones passed here) → ``postprocess``. Hooks, logits
         processors and ``transform_inputs`` see the transformed chunk; ``postprocess`` sees the
         chunk as asked (original questions and images) with the decoded answers.
+
+        ``transform_inputs`` may append whole extra streams after the chunk's own items (a batch
+        of k × len(chunk) items): they are decoded in the same forward passes, and only the first
+        len(chunk) rows are answers. Contrastive methods use this to run their contrast stream in
+        the main stream's forward pass (:mod:`plugins.methods.contrastive`); their logits
+        processor must keep every stream on the same tokens.
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens is {max_new_tokens!r}, expected a positive integer")
@@ -414,9 +420,10 @@ class LlavaAdapter:
         run = chunk
         if method is not None:
             run = method.transform_inputs(self, chunk)
-            if not isinstance(run, Batch) or len(run) != len(chunk):
+            if not isinstance(run, Batch) or len(run) < len(chunk) or len(run) % len(chunk):
                 raise ValueError(f"{type(method).__qualname__}.transform_inputs returned {_describe(run)}, expected a "
-                                 f"Batch of the same {len(chunk)} items in the same order")
+                                 f"Batch of the same {len(chunk)} items in the same order (optionally followed by "
+                                 f"whole extra streams: a multiple of {len(chunk)} items)")
         encoded = self.encode(run)
         hooks = method.hooks(self, run) if method is not None else contextlib.nullcontext()
         with hooks:
@@ -428,7 +435,7 @@ class LlavaAdapter:
                     max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                     pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_id,
                     logits_processor=LogitsProcessorList(processors))  # (B, T + new)
-        texts = self.decode(output[:, encoded.prompt_length:])
+        texts = self.decode(output[:len(chunk), encoded.prompt_length:])  # extra streams' rows are not answers
         if method is not None:
             texts = list(method.postprocess(self, chunk, texts))
             if len(texts) != len(chunk) or not all(isinstance(t, str) for t in texts):

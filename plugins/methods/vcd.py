@@ -1,0 +1,78 @@
+"""VCD — Visual Contrastive Decoding (Leng et al., CVPR 2024; github.com/DAMO-NLP-SG/VCD).
+
+The contrast stream sees the same question with a *noised* image: the preprocessed pixels x
+are pushed ``noise_step`` steps along a diffusion forward process,
+``x' = sqrt(ᾱ_t)·x + sqrt(1 − ᾱ_t)·ε``, ε ~ N(0, I), with the official schedule of 1,000 steps
+(β_s = 1e-5 + (5e-3 − 1e-5)·sigmoid(linspace(−6, 6, 1000))_s, ᾱ_t = Π_{s≤t}(1 − β_s);
+``vcd_utils/vcd_add_noise.py``). Tokens that the noised image supports as much as the clean one
+owe little to the image, so they are pushed down::
+
+    scores = (1 + α)·l(v, x) − α·l(v', x)    on tokens with p(v, x) >= β·max p, −inf elsewhere
+
+Official defaults (``experiments/cd_scripts/llava1.5_pope.bash`` and the paper): α = 1,
+β = 0.1, noise step 500. The official sampler draws from ``softmax(scores)``; AlignScope takes
+the argmax (see :mod:`plugins.methods.contrastive`). Noise ε is drawn per item from
+``batch.item_seed(i)``, so an item gets the same noise alone or in a batch.
+
+>>> import torch
+>>> from plugins.registry import create_method
+>>> vcd = create_method("vcd")
+>>> l, l_noised = torch.tensor([[3.0, 2.0, 0.0]]), torch.tensor([[3.0, 0.0, 0.0]])
+>>> vcd.scores(l, l_noised, step=0)  # 2*l - l': the token the noise supports less wins
+tensor([[3., 4., -inf]])
+"""
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from plugins.methods.contrastive import ContrastiveConfig, ContrastiveMethod
+from plugins.models.batch import Batch
+from plugins.registry import register_method
+
+DIFFUSION_STEPS = 1000  # length of the official noise schedule
+
+
+def diffusion_alpha_bar(step: int, steps: int = DIFFUSION_STEPS) -> float:
+    """ᾱ_step of the official sigmoid schedule: the share of the clean signal's variance kept.
+
+    >>> round(diffusion_alpha_bar(0), 6), round(diffusion_alpha_bar(500), 3), round(diffusion_alpha_bar(999), 3)
+    (0.999978, 0.745, 0.081)
+    """
+    if not 0 <= step < steps:
+        raise ValueError(f"noise step {step} is outside the schedule, expected 0 <= step < {steps}")
+    betas = torch.sigmoid(torch.linspace(-6, 6, steps)) * (0.5e-2 - 1e-5) + 1e-5
+    return float(torch.cumprod(1 - betas, dim=0)[step])
+
+
+def add_diffusion_noise(pixels: torch.Tensor, step: int, seeds: list[int]) -> torch.Tensor:
+    """(N, 3, H, W) preprocessed images → their noised copies at ``step``; image i uses ``seeds[i]``."""
+    if len(seeds) != pixels.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for {pixels.shape[0]} images, expected one per image")
+    alpha_bar = diffusion_alpha_bar(step)
+    noise = torch.stack([torch.randn(pixels.shape[1:], generator=torch.Generator().manual_seed(s)) for s in seeds])
+    return (alpha_bar ** 0.5) * pixels + ((1 - alpha_bar) ** 0.5) * noise.to(pixels.device, pixels.dtype)
+
+
+@register_method("vcd")
+class VCD(ContrastiveMethod):
+    """Contrast with the same question asked about a diffusion-noised copy of the image."""
+
+    class Config(ContrastiveConfig):
+        alpha: float = Field(1.0, ge=0)  # contrast weight: (1+α)·l − α·l(noised)
+        beta: float = Field(0.1, ge=0, lt=1)  # plausibility cut on the clean distribution
+        noise_step: int = Field(500, ge=0, lt=DIFFUSION_STEPS)  # diffusion step of the noised image (of 1,000)
+
+    def contrast_inputs(self, model, batch: Batch) -> Batch:
+        if not all(batch.has_images):
+            missing = [i for i, has in zip(batch.ids, batch.has_images) if not has][:3]
+            raise ValueError(f"VCD needs an image for every item; items {missing} have none")
+        return batch  # same question and image; the pixels are noised after preprocessing
+
+    def contrast_pixels(self, pixel_values: torch.Tensor, batch: Batch) -> torch.Tensor:
+        seeds = [batch.item_seed(i) for i, has in enumerate(batch.has_images) if has]
+        return add_diffusion_noise(pixel_values, self.config.noise_step, seeds)
+
+    def combine(self, logits: torch.Tensor, contrast: torch.Tensor, step: int) -> torch.Tensor:
+        alpha = self.config.alpha
+        return (1 + alpha) * logits - alpha * contrast

@@ -1,0 +1,181 @@
+"""The contrastive decoding family (VCD, ICD, M3ID, RITUAL) and its two execution paths."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from plugins.methods.contrastive import ContrastiveConfig, ContrastiveMethod, plausible
+from plugins.methods.ritual import TRANSFORMS, random_transform
+from plugins.methods.vcd import add_diffusion_noise, diffusion_alpha_bar
+from plugins.models.batch import Batch
+from plugins.registry import create_method, list_methods
+from tests.tiny_llava import random_images
+
+CONTRASTIVE = ["icd", "m3id", "ritual", "vcd"]
+NEG = float("-inf")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return Batch(images=random_images(5, seed=3), prompts=["is there a cat ?", "what color ?", "describe the image .",
+                                                           "is the dog left of the cat ?", "a b c"], seed=7)
+
+
+def all_hooks(adapter):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in adapter.model.modules())
+
+
+def test_the_family_is_registered():
+    assert set(CONTRASTIVE) <= set(list_methods())
+    assert all(isinstance(create_method(name), ContrastiveMethod) for name in CONTRASTIVE)
+
+
+# ---------------------------------------------------------------- formulas on hand-computed tensors
+
+def test_plausibility_cut_keeps_tokens_within_beta_of_the_best():
+    logits = torch.tensor([[0.0, math.log(0.5), math.log(0.05)], [1.0, 1.0, -9.0]])
+    assert plausible(logits, 0.1).tolist() == [[True, True, False], [True, True, False]]
+    assert plausible(logits, 0.0).all()
+    assert plausible(logits, 0.6).tolist() == [[True, False, False], [True, True, False]]
+
+
+def test_vcd_formula():
+    l, noised = torch.tensor([[2.0, 1.5, -4.0]]), torch.tensor([[2.0, 0.5, 5.0]])
+    # (1 + 1)·l − 1·l': [2, 2.5, −13]; the third token is below log(0.1) + 2 and is cut
+    assert create_method("vcd").scores(l, noised, 0).tolist() == [[2.0, 2.5, NEG]]
+    assert create_method("vcd", {"alpha": 0.5}).scores(l, noised, 3).tolist() == [[2.0, 2.0, NEG]]
+
+
+def test_icd_formula():
+    l, disturbed = torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0, -1.0]])  # cut at log(0.1) + 1 = −1.30
+    assert create_method("icd").scores(l, disturbed, 0).tolist() == [[-1.0, NEG]]
+    assert create_method("icd", {"beta": 0.0}).scores(l, disturbed, 0).tolist() == [[-1.0, -3.0]]
+
+
+def test_m3id_weight_grows_with_the_step():
+    m3id = create_method("m3id", {"beta": 0.0})
+    l, text_only = torch.tensor([[1.0, 0.0]]), torch.tensor([[3.0, -2.0]])
+    assert m3id.scores(l, text_only, 0).tolist() == [[1.0, 0.0]]  # γ_0 = 1
+    w = (1 - math.exp(-0.02 * 50)) / math.exp(-0.02 * 50)  # 1.718...
+    assert torch.allclose(m3id.scores(l, text_only, 50), torch.tensor([[1.0 - 2 * w, 0.0 + 2 * w]]))
+
+
+def test_ritual_formula_adds_the_transformed_view():
+    l, view = torch.tensor([[1.0, 0.5, -6.0]]), torch.tensor([[0.0, 1.0, 4.0]])
+    assert create_method("ritual").scores(l, view, 0).tolist() == [[1.0, 3.5, NEG]]
+
+
+def test_vcd_noise_follows_the_official_schedule():
+    # sigmoid schedule of VCD's vcd_add_noise.py: β from 1e-5 to 5e-3 over 1,000 steps
+    betas = [1e-5 + (5e-3 - 1e-5) / (1 + math.exp(-x)) for x in np.linspace(-6, 6, 1000)]
+    assert diffusion_alpha_bar(500) == pytest.approx(np.prod([1 - b for b in betas[:501]]), rel=1e-5)
+    pixels = torch.ones(2, 3, 4, 4)
+    noised = add_diffusion_noise(pixels, 500, seeds=[1, 2])
+    assert torch.equal(noised[0], add_diffusion_noise(pixels[:1], 500, seeds=[1])[0])  # per-image seeds
+    assert not torch.equal(noised[0], noised[1])
+    big = add_diffusion_noise(torch.zeros(1, 3, 64, 64), 500, seeds=[0])
+    assert big.std().item() == pytest.approx((1 - diffusion_alpha_bar(500)) ** 0.5, rel=0.05)
+    with pytest.raises(ValueError, match="one per image"):
+        add_diffusion_noise(pixels, 500, seeds=[1])
+
+
+def test_ritual_transforms_are_seeded_and_cover_the_official_six():
+    image = random_images(1, seed=1)[0]
+    seen = {}
+    for seed in range(60):
+        name, out = random_transform(image, np.random.default_rng(seed))
+        assert out.shape == image.shape and out.dtype == np.uint8
+        seen[name] = out
+        again = random_transform(image, np.random.default_rng(seed))
+        assert again[0] == name and np.array_equal(again[1], out)
+    assert set(seen) == set(TRANSFORMS)
+    assert np.array_equal(seen["horizontal flip"], image[:, ::-1])
+    assert np.array_equal(seen["vertical flip"], image[::-1])
+    assert not np.array_equal(seen["gaussian blur"], image)
+
+
+# ---------------------------------------------------------------- behaviour on a model
+
+class SelfContrast(ContrastiveMethod):
+    """Contrast with an identical stream: (1+α)·l − α·l = l, so the answers must be plain greedy.
+
+    Any error in the contrast stream's cache, positions, padding or row pairing would make
+    l' differ from l, and with α = 5 change the answers.
+    """
+
+    class Config(ContrastiveConfig):
+        alpha: float = 5.0  # large, so that a wrong contrast stream shows
+
+    def contrast_inputs(self, model, batch):
+        return batch
+
+    def combine(self, logits, contrast, step):
+        return (1 + self.config.alpha) * logits - self.config.alpha * contrast
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_an_identical_contrast_stream_gives_plain_greedy(adapter, batch, joint):
+    method = SelfContrast()
+    method.joint_pass = joint
+    assert adapter.generate(batch, max_new_tokens=8, method=method) == adapter.generate(batch, max_new_tokens=8)
+
+
+@pytest.mark.parametrize("name,off", [("vcd", {"alpha": 0}), ("icd", {"alpha": 0}), ("ritual", {"alpha": 0}),
+                                      ("m3id", {"lam": 0})])
+def test_zero_weight_is_plain_greedy(adapter, batch, name, off):
+    method = create_method(name, off)
+    assert not method.active()
+    assert adapter.generate(batch, max_new_tokens=8, method=method) == adapter.generate(batch, max_new_tokens=8)
+
+
+@pytest.mark.parametrize("name", CONTRASTIVE)
+def test_joint_and_separate_passes_give_identical_answers(adapter, batch, name):
+    method = create_method(name, {"lam": 0.5} if name == "m3id" else None)  # M3ID: a visible weight at step 1
+    answers = {}
+    for joint in (True, False):
+        method.joint_pass = joint
+        answers[joint] = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=3)
+    assert answers[True] == answers[False]
+
+
+@pytest.mark.parametrize("name", CONTRASTIVE)
+def test_the_model_is_unchanged_afterwards(adapter, batch, name):
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    hooks = all_hooks(adapter)
+    for joint in (True, False):
+        method = create_method(name)
+        method.joint_pass = joint
+        adapter.generate(batch, max_new_tokens=3, method=method)
+    assert all_hooks(adapter) == hooks
+    after = adapter.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_each_method_moves_the_first_token_scores_of_the_default_model():
+    """On the committed world model the contrast stream really differs from the main one (not a no-op)."""
+    from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+    from plugins.world import WorldConfig
+    from plugins.world.render import render
+    from plugins.world.scene import SceneSampler
+
+    model = LlavaAdapter.load(TINY_LLAVA_CHECKPOINT, device="cpu")
+    sampler = SceneSampler(WorldConfig())
+    images = [render(sampler.sample_split("test", i), WorldConfig()) for i in range(4)]
+    batch = Batch(images=images, prompts=["is there a red circle in the image ?"] * 4, seed=0)
+    logits = model.next_token_logits(batch)  # (4, V)
+    for name in ("vcd", "icd", "ritual"):
+        method = create_method(name, {"beta": 0.0})
+        method.joint_pass = False
+        method.transform_inputs(model, batch)
+        scores = method.logits_processors(model, batch)[0](None, logits)
+        assert scores.shape == logits.shape and torch.isfinite(scores).all(), name
+        assert not torch.allclose(scores, logits, atol=1e-3), f"{name} left the scores unchanged"
+
+
+def test_a_method_needing_images_says_so(adapter):
+    text_only = Batch(images=[None], prompts=["is there a cat ?"])
+    with pytest.raises(ValueError, match="VCD needs an image for every item"):
+        adapter.generate(text_only, max_new_tokens=2, method=create_method("vcd"))
