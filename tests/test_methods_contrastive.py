@@ -1,4 +1,4 @@
-"""The contrastive decoding family (VCD, ICD, M3ID, RITUAL) and its two execution paths."""
+"""The contrastive decoding family (VCD, ICD, M3ID, RITUAL, PAI, SID) and its two execution paths."""
 from __future__ import annotations
 
 import math
@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from plugins.methods.contrastive import ContrastiveConfig, ContrastiveMethod, plausible
+from plugins.methods.pai import amplify_image_attention
 from plugins.methods.ritual import TRANSFORMS, random_transform
+from plugins.methods.sid import hidden_image_tokens
 from plugins.methods.vcd import add_diffusion_noise, diffusion_alpha_bar
 from plugins.models.batch import Batch
 from plugins.registry import create_method, list_methods
 from tests.tiny_llava import random_images
 
-CONTRASTIVE = ["icd", "m3id", "ritual", "vcd"]
+CONTRASTIVE = ["icd", "m3id", "pai", "ritual", "sid", "vcd"]
 NEG = float("-inf")
 
 
@@ -66,6 +68,33 @@ def test_m3id_weight_grows_with_the_step():
 def test_ritual_formula_adds_the_transformed_view():
     l, view = torch.tensor([[1.0, 0.5, -6.0]]), torch.tensor([[0.0, 1.0, 4.0]])
     assert create_method("ritual").scores(l, view, 0).tolist() == [[1.0, 3.5, NEG]]
+
+
+def test_pai_guidance_works_on_log_probabilities():
+    pai = create_method("pai", {"gamma": 2.0})
+    l, text_only = torch.tensor([[0.0, 0.0, -9.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    ls, lu = torch.log_softmax(l, -1), torch.log_softmax(text_only, -1)
+    expected = 2 * (ls - lu) + lu
+    expected[0, 2] = NEG  # p = e^-9 / (2 + e^-9) is below 0.1 of the best
+    assert torch.allclose(pai.scores(l, text_only, 0), expected)
+
+
+def test_pai_amplifies_only_the_last_query_on_image_tokens():
+    scores = torch.tensor([[[[1.0, 2.0, -3.0], [-1.0, -2.0, 4.0]]]])  # (B=1, H=1, Q=2, K=3)
+    out = amplify_image_attention(scores, torch.tensor([[False, True, True]]), 0.2)
+    assert torch.allclose(out, torch.tensor([[[[1.0, 2.0, -3.0], [-1.0, -1.6, 4.8]]]]))
+
+
+def test_sid_hides_all_but_the_least_attended_image_tokens():
+    probs = torch.zeros(2, 2, 1, 6)  # (B, H, Q, K); image tokens at keys 1..4
+    probs[0, :, 0] = torch.tensor([0.5, 0.1, 0.05, 0.2, 0.15, 0.0])  # keep the two lowest: keys 2 and 1
+    probs[1, 0, 0] = torch.tensor([0.1, 0.1, 0.4, 0.1, 0.2, 0.1])
+    probs[1, 1, 0] = torch.tensor([0.1, 0.3, 0.1, 0.1, 0.4, 0.0])  # head mean 0.2, 0.25, 0.1, 0.3: keep 3 and 1
+    image = torch.tensor([[False, True, True, True, True, False]] * 2)
+    hidden = hidden_image_tokens(probs, image, keep_fraction=0.5)
+    assert hidden.tolist() == [[False, False, False, True, True, False], [False, False, True, False, True, False]]
+    assert not hidden_image_tokens(probs, image, keep_fraction=1.0).any()
+    assert hidden_image_tokens(probs, image, keep_fraction=0.01).sum(dim=1).tolist() == [3, 3]  # keeps at least one
 
 
 def test_vcd_noise_follows_the_official_schedule():
@@ -124,11 +153,32 @@ def test_an_identical_contrast_stream_gives_plain_greedy(adapter, batch, joint):
 
 
 @pytest.mark.parametrize("name,off", [("vcd", {"alpha": 0}), ("icd", {"alpha": 0}), ("ritual", {"alpha": 0}),
-                                      ("m3id", {"lam": 0})])
+                                      ("m3id", {"lam": 0}), ("pai", {"alpha": 0, "gamma": 1}), ("sid", {"alpha": 0})])
 def test_zero_weight_is_plain_greedy(adapter, batch, name, off):
     method = create_method(name, off)
     assert not method.active()
     assert adapter.generate(batch, max_new_tokens=8, method=method) == adapter.generate(batch, max_new_tokens=8)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_an_sid_stream_hiding_nothing_gives_plain_greedy(adapter, batch, joint):
+    """keep_fraction = 1: the edited attention path computes the same stream, so SID = greedy."""
+    method = create_method("sid", {"keep_fraction": 1.0, "alpha": 3.0})
+    method.joint_pass = joint
+    assert adapter.generate(batch, max_new_tokens=8, method=method) == adapter.generate(batch, max_new_tokens=8)
+
+
+def test_pai_amplification_alone_changes_the_logits(adapter, batch):
+    """With guidance off (γ = 1) PAI's attention edit alone must change the first-token logits."""
+    from plugins.methods.attention import AttentionEdit
+
+    method = create_method("pai", {"alpha": 5.0, "gamma": 1.0, "start_layer": 0})  # the test model has 2 layers
+    plain = adapter.next_token_logits(batch)
+    with method.attention_edit(adapter, len(batch), joint=False):
+        edited = adapter.next_token_logits(batch)
+    assert not torch.allclose(plain, edited, atol=1e-4)
+    with AttentionEdit(adapter, set(), before=None):  # an edit touching no layer changes nothing
+        assert torch.allclose(adapter.next_token_logits(batch), plain, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", CONTRASTIVE)
@@ -145,11 +195,13 @@ def test_joint_and_separate_passes_give_identical_answers(adapter, batch, name):
 def test_the_model_is_unchanged_afterwards(adapter, batch, name):
     before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
     hooks = all_hooks(adapter)
+    implementation = adapter.model.config.text_config._attn_implementation
     for joint in (True, False):
         method = create_method(name)
         method.joint_pass = joint
         adapter.generate(batch, max_new_tokens=3, method=method)
     assert all_hooks(adapter) == hooks
+    assert adapter.model.config.text_config._attn_implementation == implementation
     after = adapter.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -166,11 +218,12 @@ def test_each_method_moves_the_first_token_scores_of_the_default_model():
     images = [render(sampler.sample_split("test", i), WorldConfig()) for i in range(4)]
     batch = Batch(images=images, prompts=["is there a red circle in the image ?"] * 4, seed=0)
     logits = model.next_token_logits(batch)  # (4, V)
-    for name in ("vcd", "icd", "ritual"):
+    for name in ("vcd", "icd", "ritual", "pai", "sid"):
         method = create_method(name, {"beta": 0.0})
         method.joint_pass = False
         method.transform_inputs(model, batch)
-        scores = method.logits_processors(model, batch)[0](None, logits)
+        with method.hooks(model, batch):
+            scores = method.logits_processors(model, batch)[0](None, logits)
         assert scores.shape == logits.shape and torch.isfinite(scores).all(), name
         assert not torch.allclose(scores, logits, atol=1e-3), f"{name} left the scores unchanged"
 

@@ -34,6 +34,7 @@ tensor([[ True,  True, False]])
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
@@ -44,6 +45,7 @@ from plugins.methods.base import ForwardHooks, Method, MethodConfig
 from plugins.models.batch import Batch
 
 if TYPE_CHECKING:
+    from plugins.methods.attention import AttentionEdit
     from plugins.models.llava import EncodedBatch, LlavaAdapter
 
 __all__ = ["ContrastiveMethod", "ContrastiveConfig", "JointContrastProcessor", "SeparateContrastProcessor",
@@ -123,10 +125,27 @@ class ContrastiveMethod(Method):
         return Batch(batch.images + contrast.images, batch.prompts + contrast.prompts, batch.ids + contrast.ids,
                      batch.seed)
 
+    def attention_edit(self, model: "LlavaAdapter", n: int, joint: bool) -> Optional["AttentionEdit"]:
+        """An :class:`~plugins.methods.attention.AttentionEdit` active during generation, or None (default).
+
+        ``n`` main-stream rows; ``joint``: the contrast stream is rows n..2n of the same passes.
+        """
+        return None
+
+    def contrast_pass(self) -> contextlib.AbstractContextManager:
+        """Context of a separate contrast pass: tells an active attention edit which stream runs."""
+        edit = getattr(self, "_edit", None)
+        return edit.contrast_pass() if edit is not None else contextlib.nullcontext()
+
     def hooks(self, model: "LlavaAdapter", batch: Batch):
+        stack = contextlib.ExitStack()
         hooks = ForwardHooks()
         n = getattr(self, "_chunk", len(batch))
-        if len(batch) == 2 * n and type(self).contrast_pixels is not ContrastiveMethod.contrast_pixels:
+        joint = len(batch) == 2 * n
+        self._edit = self.attention_edit(model, n, joint)
+        if self._edit is not None:
+            stack.enter_context(self._edit)
+        if joint and type(self).contrast_pixels is not ContrastiveMethod.contrast_pixels:
             contrast = batch[n:]
             first = sum(batch.has_images[:n])  # the contrast stream's images follow the main stream's
 
@@ -138,7 +157,8 @@ class ContrastiveMethod(Method):
                 return (pixels, *args[1:]), kwargs
 
             hooks.add(model.vision_tower, change_pixels, pre=True, with_kwargs=True)
-        return hooks
+        stack.enter_context(hooks)
+        return stack
 
     def logits_processors(self, model: "LlavaAdapter", batch: Batch) -> list:
         if not self.active():
@@ -205,13 +225,14 @@ class SeparateContrastProcessor:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if scores.shape[0] != len(self.encoded):
             raise ValueError(f"got scores for {scores.shape[0]} rows, expected {len(self.encoded)}")
-        if self.cache is None:
-            out = self.model.model(**self.encoded.model_inputs(), use_cache=True, logits_to_keep=1)
-        else:
-            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
-            position = self.mask.sum(dim=1, keepdim=True) - 1  # (B, 1)
-            out = self.model.model(input_ids=input_ids[:, -1:], attention_mask=self.mask, position_ids=position,
-                                   past_key_values=self.cache, use_cache=True)
+        with self.method.contrast_pass():
+            if self.cache is None:
+                out = self.model.model(**self.encoded.model_inputs(), use_cache=True, logits_to_keep=1)
+            else:
+                self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+                position = self.mask.sum(dim=1, keepdim=True) - 1  # (B, 1)
+                out = self.model.model(input_ids=input_ids[:, -1:], attention_mask=self.mask, position_ids=position,
+                                       past_key_values=self.cache, use_cache=True)
         self.cache = out.past_key_values
         combined = self.method.scores(scores, out.logits[:, -1], self.step)
         self.step += 1
