@@ -64,6 +64,7 @@ bench: install
 	$(PY) bench/bench_world.py
 	$(PY) bench/bench_adapter.py
 	$(PY) bench/bench_runner.py
+	$(PY) bench/bench_methods.py
 
 PAPERS ?= 10000
 bench-site: install

@@ -25,7 +25,7 @@ from plugins.api import BASELINE, ResultRecord
 from .graph import build_graph
 from .load import KnowledgeBase
 from .plots import pareto_svg, stacked_bars_svg
-from .reproduced import reproduction_tables, side_by_side
+from .reproduced import effect_summary, method_effects, reproduction_tables, side_by_side
 from .schema import Paper
 from .tables import coverage_families_causes, coverage_methods_levels, survey_table1, survey_table2, survey_table3
 
@@ -198,7 +198,8 @@ class Renderer:
         for mid, m in sorted(kb.methods.items()):
             self.render(record_page("method", mid), "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"],
                         reported=self.results_for("method", mid), reproduced=self.reproduced_for("method", mid),
-                        extended_by=extended_by.get(mid, []))
+                        extended_by=extended_by.get(mid, []), effects=(effects := method_effects(self.results, mid, self.stale_cells)),
+                        effect_summary=effect_summary(effects))
         self.render("benchmarks/index.md", "benchmarks_index.html.j2", "Benchmarks", benchmarks=sorted(kb.benchmarks.values(), key=lambda b: b.name.lower()))
         for bid, b in sorted(kb.benchmarks.items()):
             self.render(record_page("benchmark", bid), "benchmark.html.j2", b.name, b=b, paper=kb.introduced_by[f"benchmark:{bid}"],

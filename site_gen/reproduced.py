@@ -151,3 +151,90 @@ def side_by_side(kb: KnowledgeBase, tables: list[ReproTable]) -> list[SideBySide
                     if r.method == kb_method and r.benchmark == protocol and r.split == split]
         out.append(SideBySide(method, protocol, split, reported, repro))
     return out
+
+
+# ---------------------------------------------------------------- a method's effect against the baseline
+
+HEADLINE_METRICS = (("accuracy", True), ("chair_i", False))
+"""Per benchmark, the first of these it reports judges a method: (metric, higher is better)."""
+CLEAR_CHANGE = 1.0
+"""Percentage points a headline metric must move before the site calls it a change.
+
+About the standard error of an accuracy on 3,000 answers near 70 % (0.84 points); smaller
+differences are reported as they are but called "no clear change".
+"""
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A method's headline metric on one model × benchmark × split, beside the baseline's."""
+
+    model: str
+    benchmark: str
+    split: str
+    metric: str
+    higher_is_better: bool
+    baseline: float  # percent, mean over the seeds both have
+    value: float  # percent
+    stale: bool
+
+    @property
+    def delta(self) -> float:
+        return self.value - self.baseline
+
+    @property
+    def verdict(self) -> str:
+        gain = self.delta if self.higher_is_better else -self.delta
+        if abs(gain) < CLEAR_CHANGE:
+            return "no clear change"
+        return "better" if gain > 0 else "worse"
+
+
+def method_effects(records: list[ResultRecord], method: str, stale_cells: frozenset[str] = frozenset()) -> list[Effect]:
+    """The method's headline metric beside the baseline's, for every cell both ran (same model, split, seeds)."""
+    cells: dict[tuple[str, str, str, str], dict[int, ResultRecord]] = {}
+    for r in records:
+        if r.method in (method, BASELINE):
+            cells.setdefault((r.model, r.benchmark, r.split, r.method), {})[r.seed] = r
+    effects = []
+    for (model, bench, split, who), mine in sorted(cells.items()):
+        if who != method or (model, bench, split, BASELINE) not in cells:
+            continue
+        base = cells[(model, bench, split, BASELINE)]
+        seeds = sorted(set(mine) & set(base))
+        metric = next(((m, up) for m, up in HEADLINE_METRICS if seeds and all(m in mine[s].metrics and m in base[s].metrics
+                                                                               for s in seeds)), None)
+        if metric is None:
+            continue
+        name, up = metric
+        effects.append(Effect(model, bench, split, name, up, 100 * fmean(base[s].metrics[name] for s in seeds),
+                              100 * fmean(mine[s].metrics[name] for s in seeds),
+                              any(mine[s].cell in stale_cells or base[s].cell in stale_cells for s in seeds)))
+    return effects
+
+
+def effect_summary(effects: list[Effect]) -> str:
+    """One honest sentence: on how many cells the method was better, worse, or not clearly different.
+
+    >>> e = lambda d: Effect("m", "b", "s", "accuracy", True, 70.0, 70.0 + d, False)
+    >>> effect_summary([e(2.0), e(-0.4), e(-3.0)])
+    'Better than the baseline on 1 of 3 measured cells, worse on 1, no clear change (under 1.0 point) on 1.'
+    >>> effect_summary([e(0.2)])
+    'It did not help: no clear change (under 1.0 point) on all 1 measured cells.'
+    """
+    counts = {v: sum(e.verdict == v for e in effects) for v in ("better", "worse", "no clear change")}
+    n = len(effects)
+    if not n:
+        return ""
+    if counts["better"] == 0:
+        parts = [f"worse on {counts['worse']}"] if counts["worse"] else []
+        if counts["no clear change"]:
+            parts.append(f"no clear change (under {CLEAR_CHANGE:.1f} point) on "
+                         + (f"all {n}" if counts["no clear change"] == n else str(counts["no clear change"])))
+        return "It did not help: " + ", ".join(parts) + " measured cells."
+    text = f"Better than the baseline on {counts['better']} of {n} measured cells"
+    if counts["worse"]:
+        text += f", worse on {counts['worse']}"
+    if counts["no clear change"]:
+        text += f", no clear change (under {CLEAR_CHANGE:.1f} point) on {counts['no clear change']}"
+    return text + "."
