@@ -59,6 +59,8 @@ decoding, bit for bit.
   ``(tokens, -1)`` without moving the token axis first, so each PCA row mixes several tokens of
   one layer; here each row is one token across all layers, as the code's own comment describes.
   The mean term, which dominates the direction, is the same either way.
+* Hidden states are recorded by forward hooks on the layers, so the last decoder layer's entry is
+  its raw output; the ``hidden_states`` the official code reads give it after the final norm.
 * The caption follows ``ASSISTANT:`` after a space (officially glued to it), and answers are
   decoded greedily like every method here (the official MMHal run uses 5 beams).
 
