@@ -13,27 +13,10 @@ from plugins.methods.ict import (
     ICT, AddAtLastPosition, _fit_logistic, blur_box, gaussian_blur, layer_shifts, probe_accuracies, select_heads,
     trusted_directions,
 )
-from plugins.models.batch import Batch
 from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
-from plugins.world import SceneSampler, WorldConfig, existence_questions, render
-from tests.test_llava_adapter import all_hooks
+from tests.method_checks import hooks_while_steering
 
 SMALL = {"num_demos": 24}  # 4 demo scenes of 6 questions
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private, empty artifact cache for one test."""
-    monkeypatch.setenv("ALIGNSCOPE_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def world_batch() -> Batch:
-    """Four test-split world scenes, each with one object question."""
-    world = WorldConfig()
-    scenes = [SceneSampler(world).sample_split("test", i) for i in range(4)]
-    return Batch([render(s, world) for s in scenes], [existence_questions(s, world, n=1)[0].text for s in scenes])
 
 
 # ---------------------------------------------------------------- formulas by hand
@@ -115,29 +98,15 @@ def test_config_defaults_are_the_official_ones_and_typos_fail():
 
 # ---------------------------------------------------------------- on a model
 
-def test_alpha_zero_is_plain_greedy(adapter, world_batch, monkeypatch):
-    plain = adapter.generate(world_batch, max_new_tokens=6)
+def test_alpha_zero_is_plain_greedy(adapter, world_questions, monkeypatch):
+    plain = adapter.generate(world_questions, max_new_tokens=6)
     monkeypatch.setattr(ICT, "compute_directions", lambda self, model: pytest.fail("nothing to compute at alpha 0"))
-    assert adapter.generate(world_batch, max_new_tokens=6, method=ICT({"alpha": 0})) == plain
+    assert adapter.generate(world_questions, max_new_tokens=6, method=ICT({"alpha": 0})) == plain
 
 
-def test_shifting_changes_the_logits_and_leaves_no_hook_or_weight(adapter, world_batch, cache):
-    adapter.generate(world_batch[:1], max_new_tokens=1)  # transformers installs its own capturing hooks once
-    hooks_before = all_hooks(adapter)
-    weights_before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
-    plain = adapter.next_token_logits(world_batch)
-    method = ICT(SMALL)
-    with method.hooks(adapter, world_batch):
-        added = all_hooks(adapter) - hooks_before
-        assert added and all(name.endswith("self_attn.o_proj") and kind == "pre" for name, kind, _ in added)
-        steered = adapter.next_token_logits(world_batch)
-    assert not torch.allclose(plain, steered, atol=1e-4)
-    answers = adapter.generate(world_batch, max_new_tokens=6, method=method)
-    assert len(answers) == len(world_batch)
-    assert all_hooks(adapter) == hooks_before
-    after = adapter.model.state_dict()
-    assert all(torch.equal(weights_before[k], after[k]) for k in weights_before)
-    assert torch.equal(adapter.next_token_logits(world_batch), plain)
+def test_shifting_changes_the_logits_and_leaves_no_hook_or_weight(adapter, world_questions, artifact_cache):
+    added = hooks_while_steering(adapter, world_questions, ICT(SMALL))
+    assert added and all(name.endswith("self_attn.o_proj") and kind == "pre" for name, kind, _ in added)
 
 
 def test_directions_hold_the_selected_heads_of_each_level(adapter):
@@ -154,14 +123,14 @@ def test_directions_hold_the_selected_heads_of_each_level(adapter):
     assert sorted(ICT({**SMALL, "levels": "object"}).compute_directions(adapter)) == ["object"]
 
 
-def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_batch, cache, monkeypatch):
+def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_questions, artifact_cache, monkeypatch):
     calls: list[int] = []
     original = ICT.compute_directions
     monkeypatch.setattr(ICT, "compute_directions", lambda self, model: calls.append(1) or original(self, model))
     first = ICT(SMALL)
-    first.hooks(adapter, world_batch)
-    first.hooks(adapter, world_batch[:2])  # the next chunk: from memory
-    assert len(calls) == 1 and len(list((cache / "ict-directions").glob("*.pt"))) == 1
+    first.hooks(adapter, world_questions)
+    first.hooks(adapter, world_questions[:2])  # the next chunk: from memory
+    assert len(calls) == 1 and len(list((artifact_cache / "ict-directions").glob("*.pt"))) == 1
     second = ICT(SMALL)  # a new instance: from disk
     assert torch.equal(second.directions(adapter)["image"]["heads"], first.directions(adapter)["image"]["heads"])
     assert len(calls) == 1
@@ -169,7 +138,7 @@ def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_b
     assert len(calls) == 2
 
 
-def test_committed_tiny_checkpoint_answers_world_questions(world_batch, cache):
+def test_committed_tiny_checkpoint_answers_world_questions(world_questions, artifact_cache):
     model = LlavaAdapter.load(TINY_LLAVA_CHECKPOINT, device="cpu")
-    answers = model.generate(world_batch, max_new_tokens=6, method=ICT({"num_demos": 60}))
-    assert len(answers) == len(world_batch) and all(answer_clarity(a) in ("yes", "no") for a in answers), answers
+    answers = model.generate(world_questions, max_new_tokens=6, method=ICT({"num_demos": 60}))
+    assert len(answers) == len(world_questions) and all(answer_clarity(a) in ("yes", "no") for a in answers), answers

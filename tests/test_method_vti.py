@@ -7,40 +7,10 @@ import torch
 
 from plugins.benchmarks.pope import answer_clarity
 from plugins.methods.vti import VTI, SteerOutput, mask_patches, mean_plus_principal_axis, steer_toward
-from plugins.models.batch import Batch
 from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
-from plugins.world import SceneSampler, WorldConfig, existence_questions, render
-from tests.test_llava_adapter import all_hooks
+from tests.method_checks import hooks_while_steering
 
 SMALL = {"num_demos": 4, "num_trials": 3}  # a few seconds' worth of demos; the formulas are the same
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private, empty artifact cache for one test."""
-    monkeypatch.setenv("ALIGNSCOPE_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def world_batch() -> Batch:
-    """Four test-split world scenes, each with one object question."""
-    world = WorldConfig()
-    scenes = [SceneSampler(world).sample_split("test", i) for i in range(4)]
-    return Batch([render(s, world) for s in scenes], [existence_questions(s, world, n=1)[0].text for s in scenes])
-
-
-def counting(monkeypatch) -> list[int]:
-    """Count calls of VTI.compute_directions (the wrapped method still computes)."""
-    calls: list[int] = []
-    original = VTI.compute_directions
-
-    def wrapped(self, model):
-        calls.append(1)
-        return original(self, model)
-
-    monkeypatch.setattr(VTI, "compute_directions", wrapped)
-    return calls
 
 
 # ---------------------------------------------------------------- formulas by hand
@@ -71,6 +41,15 @@ def test_direction_is_mean_plus_signed_principal_axis():
         mean_plus_principal_axis(diffs[:1])
 
 
+def test_principal_axis_is_a_unit_vector_whose_largest_score_is_positive():
+    # a raw SVD returns either sign (about half of these sets would come out negative); the rule fixes it
+    diffs = torch.randn(20, 5, 3, generator=torch.Generator().manual_seed(0))  # 20 sets of 5 demos
+    axis = mean_plus_principal_axis(diffs) - diffs.mean(1)  # (20, 3)
+    scores = torch.einsum("bnf,bf->bn", diffs - diffs.mean(1, keepdim=True), axis)  # (20, 5)
+    assert torch.allclose(axis.norm(dim=-1), torch.ones(20))
+    assert (scores.gather(1, scores.abs().argmax(1, keepdim=True)) > 0).all()
+
+
 def test_mask_patches_sets_the_chosen_patches_to_the_channel_mean():
     pixels = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4)  # 2 channels, 2×2 patches of 2 px
     masked = mask_patches(pixels, 3, 2, torch.Generator().manual_seed(0))
@@ -94,30 +73,18 @@ def test_config_defaults_are_the_official_ones_and_typos_fail():
 
 # ---------------------------------------------------------------- on a model
 
-def test_strength_zero_is_plain_greedy(adapter, world_batch, monkeypatch):
-    plain = adapter.generate(world_batch, max_new_tokens=6)
+def test_strength_zero_is_plain_greedy(adapter, world_questions, monkeypatch):
+    plain = adapter.generate(world_questions, max_new_tokens=6)
     monkeypatch.setattr(VTI, "compute_directions", lambda self, model: pytest.fail("nothing to compute at strength 0"))
     for config in ({"alpha_image": 0, "alpha_text": 0}, {"scale": 0}):
-        assert adapter.generate(world_batch, max_new_tokens=6, method=VTI(config)) == plain
+        assert adapter.generate(world_questions, max_new_tokens=6, method=VTI(config)) == plain
 
 
-def test_steering_changes_the_logits_and_leaves_no_hook_or_weight(adapter, world_batch, cache):
-    adapter.generate(world_batch[:1], max_new_tokens=1)  # transformers installs its own capturing hooks once
-    hooks_before = all_hooks(adapter)
-    weights_before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
-    plain = adapter.next_token_logits(world_batch)
-    method = VTI(SMALL)
-    with method.hooks(adapter, world_batch):
-        n_vision, n_text = len(adapter.vision_tower.encoder.layers), len(adapter.decoder_layers)
-        assert len(all_hooks(adapter) - hooks_before) == n_vision + n_text  # one per MLP
-        steered = adapter.next_token_logits(world_batch)
-    assert not torch.allclose(plain, steered, atol=1e-4)
-    answers = adapter.generate(world_batch, max_new_tokens=6, method=method)
-    assert len(answers) == len(world_batch)
-    assert all_hooks(adapter) == hooks_before
-    after = adapter.model.state_dict()
-    assert all(torch.equal(weights_before[k], after[k]) for k in weights_before)
-    assert torch.equal(adapter.next_token_logits(world_batch), plain)
+def test_steering_changes_the_logits_and_leaves_no_hook_or_weight(adapter, world_questions, artifact_cache):
+    added = hooks_while_steering(adapter, world_questions, VTI(SMALL))
+    mlps = {f"model.vision_tower.encoder.layers.{i}.mlp" for i in range(len(adapter.vision_tower.encoder.layers))}
+    mlps |= {f"model.language_model.layers.{i}.mlp" for i in range(len(adapter.decoder_layers))}
+    assert {(name, kind) for name, kind, _ in added} == {(name, "forward") for name in mlps}  # one per MLP
 
 
 def test_directions_have_one_entry_per_layer_and_token(adapter):
@@ -131,12 +98,14 @@ def test_directions_have_one_entry_per_layer_and_token(adapter):
     assert VTI({**SMALL, "alpha_image": 0}).compute_directions(adapter)["vision"] is None
 
 
-def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_batch, cache, monkeypatch):
-    calls = counting(monkeypatch)
+def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_questions, artifact_cache, monkeypatch):
+    calls: list[int] = []
+    original = VTI.compute_directions
+    monkeypatch.setattr(VTI, "compute_directions", lambda self, model: calls.append(1) or original(self, model))
     first = VTI(SMALL)
-    first.hooks(adapter, world_batch)
-    first.hooks(adapter, world_batch[:2])  # the next chunk: from memory
-    assert len(calls) == 1 and len(list((cache / "vti-directions").glob("*.pt"))) == 1
+    first.hooks(adapter, world_questions)
+    first.hooks(adapter, world_questions[:2])  # the next chunk: from memory
+    assert len(calls) == 1 and len(list((artifact_cache / "vti-directions").glob("*.pt"))) == 1
     second = VTI(SMALL)  # a new instance: from disk
     assert torch.equal(second.directions(adapter)["text"], first.directions(adapter)["text"])
     assert len(calls) == 1
@@ -144,10 +113,10 @@ def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_b
     assert len(calls) == 2
     in_memory = LlavaAdapter(adapter.model, adapter.processor)  # no checkpoint directory: never cached
     VTI(SMALL).directions(in_memory)
-    assert len(calls) == 3 and len(list((cache / "vti-directions").glob("*.pt"))) == 2
+    assert len(calls) == 3 and len(list((artifact_cache / "vti-directions").glob("*.pt"))) == 2
 
 
-def test_committed_tiny_checkpoint_answers_world_questions(world_batch, cache):
+def test_committed_tiny_checkpoint_answers_world_questions(world_questions, artifact_cache):
     model = LlavaAdapter.load(TINY_LLAVA_CHECKPOINT, device="cpu")
-    answers = model.generate(world_batch, max_new_tokens=6, method=VTI({"num_demos": 8, "num_trials": 10}))
-    assert len(answers) == len(world_batch) and all(answer_clarity(a) in ("yes", "no") for a in answers), answers
+    answers = model.generate(world_questions, max_new_tokens=6, method=VTI({"num_demos": 8, "num_trials": 10}))
+    assert len(answers) == len(world_questions) and all(answer_clarity(a) in ("yes", "no") for a in answers), answers
