@@ -14,7 +14,7 @@ from plugins.methods.ict import (
     trusted_directions,
 )
 from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
-from tests.method_checks import hooks_while_steering
+from tests.method_checks import computations_while_caching, hooks_while_steering
 
 SMALL = {"num_demos": 24}  # 4 demo scenes of 6 questions
 
@@ -124,18 +124,7 @@ def test_directions_hold_the_selected_heads_of_each_level(adapter):
 
 
 def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_questions, artifact_cache, monkeypatch):
-    calls: list[int] = []
-    original = ICT.compute_directions
-    monkeypatch.setattr(ICT, "compute_directions", lambda self, model: calls.append(1) or original(self, model))
-    first = ICT(SMALL)
-    first.hooks(adapter, world_questions)
-    first.hooks(adapter, world_questions[:2])  # the next chunk: from memory
-    assert len(calls) == 1 and len(list((artifact_cache / "ict-directions").glob("*.pt"))) == 1
-    second = ICT(SMALL)  # a new instance: from disk
-    assert torch.equal(second.directions(adapter)["image"]["heads"], first.directions(adapter)["image"]["heads"])
-    assert len(calls) == 1
-    ICT({**SMALL, "seed": 1}).directions(adapter)  # another config: computed afresh
-    assert len(calls) == 2
+    computations_while_caching(adapter, world_questions, ICT, SMALL, artifact_cache, monkeypatch)
 
 
 def test_committed_tiny_checkpoint_answers_world_questions(world_questions, artifact_cache):

@@ -8,7 +8,7 @@ import torch
 from plugins.benchmarks.pope import answer_clarity
 from plugins.methods.vti import VTI, SteerOutput, mask_patches, mean_plus_principal_axis, steer_toward
 from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
-from tests.method_checks import hooks_while_steering
+from tests.method_checks import computations_while_caching, hooks_while_steering
 
 SMALL = {"num_demos": 4, "num_trials": 3}  # a few seconds' worth of demos; the formulas are the same
 
@@ -99,19 +99,8 @@ def test_directions_have_one_entry_per_layer_and_token(adapter):
 
 
 def test_directions_are_computed_once_per_checkpoint_and_config(adapter, world_questions, artifact_cache, monkeypatch):
-    calls: list[int] = []
-    original = VTI.compute_directions
-    monkeypatch.setattr(VTI, "compute_directions", lambda self, model: calls.append(1) or original(self, model))
-    first = VTI(SMALL)
-    first.hooks(adapter, world_questions)
-    first.hooks(adapter, world_questions[:2])  # the next chunk: from memory
-    assert len(calls) == 1 and len(list((artifact_cache / "vti-directions").glob("*.pt"))) == 1
-    second = VTI(SMALL)  # a new instance: from disk
-    assert torch.equal(second.directions(adapter)["text"], first.directions(adapter)["text"])
-    assert len(calls) == 1
-    VTI({**SMALL, "seed": 1}).directions(adapter)  # another config: computed afresh
-    assert len(calls) == 2
-    in_memory = LlavaAdapter(adapter.model, adapter.processor)  # no checkpoint directory: never cached
+    calls = computations_while_caching(adapter, world_questions, VTI, SMALL, artifact_cache, monkeypatch)
+    in_memory = LlavaAdapter(adapter.model, adapter.processor)  # no checkpoint directory: computed, never cached
     VTI(SMALL).directions(in_memory)
     assert len(calls) == 3 and len(list((artifact_cache / "vti-directions").glob("*.pt"))) == 2
 
