@@ -34,7 +34,7 @@ highest mean accuracy are intervened on, separately per level.
 
 **Official defaults**: ``alpha = 8`` for both levels (README run command and the argparse default,
 ``val_ict_pope.py`` line 67; the code uses the same ``alpha`` for β), ``--type both``, 1500 demo
-questions (README ``--length 1500``; argparse default 3000), seed 55 (README), 2 folds (line 148),
+questions (README ``--length 1500``; argparse default 3000), seed 55 (README), 2 folds (``k = 2``, lines 125 and 148),
 256 intervened units (README ``--num_heads 256``, line 66) out of 32 layers × 128 per layer
 (lines 83-84).
 

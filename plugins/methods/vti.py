@@ -65,7 +65,8 @@ decoding, bit for bit.
   decoded greedily like every method here (the official MMHal run uses 5 beams).
 
 Cost: ``num_demos × (num_trials + 1)`` vision-tower passes and ``2 × num_demos`` full passes,
-once per model (cached, see :class:`plugins.methods.steering.SteeringMethod`); afterwards one
+and the visual differences held on the CPU (``num_demos × (layers + 1) × tokens × width`` floats:
+4 GB for LLaVA-1.5's CLIP ViT-L/336 at the defaults), once per model (cached, see :class:`plugins.methods.steering.SteeringMethod`); afterwards one
 vector operation per layer and token, no extra forward pass.
 
 >>> VTI().config.alpha_text, VTI().config.scale
@@ -228,8 +229,11 @@ class VTI(SteeringMethod):
             diffs.append(total / len(masked) - clear)
         stacked = torch.stack(diffs)  # (N, L+1, T, D)
         n, layers, tokens, width = stacked.shape
-        per_token = stacked.permute(2, 0, 1, 3).reshape(tokens, n, layers * width)  # (T, N, (L+1)·D)
-        direction = mean_plus_principal_axis(per_token).reshape(tokens, layers, width).transpose(0, 1)  # (L+1, T, D)
+        direction = torch.empty(tokens, layers * width)
+        for t in range(0, tokens, DEMO_BATCH):  # a few tokens at a time: no second full copy of the differences
+            chunk = stacked[:, :, t:t + DEMO_BATCH].permute(2, 0, 1, 3).reshape(-1, n, layers * width)  # (t, N, (L+1)·D)
+            direction[t:t + DEMO_BATCH] = mean_plus_principal_axis(chunk)
+        direction = direction.reshape(tokens, layers, width).transpose(0, 1)  # (L+1, T, D)
         return direction[1:].contiguous()  # drop the embedding output: one (T, D) per encoder layer
 
     @torch.no_grad()
