@@ -163,3 +163,23 @@ def adapter(checkpoint):
     from plugins.models.llava import LlavaAdapter
 
     return LlavaAdapter.load(checkpoint, device="cpu")
+
+
+# ---------------------------------------------------------------- for methods that compute something once per model
+
+@pytest.fixture
+def artifact_cache(tmp_path, monkeypatch) -> Path:
+    """A private, empty ``ALIGNSCOPE_CACHE`` (see plugins.methods.base.cached_artifact) for one test."""
+    monkeypatch.setenv("ALIGNSCOPE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def world_questions():
+    """Four test-split scenes of the default world, each with one object question (a Batch)."""
+    from plugins.models.batch import Batch
+    from plugins.world import SceneSampler, WorldConfig, existence_questions, render
+
+    world = WorldConfig()
+    scenes = [SceneSampler(world).sample_split("test", i) for i in range(4)]
+    return Batch([render(s, world) for s in scenes], [existence_questions(s, world, n=1)[0].text for s in scenes])

@@ -117,3 +117,11 @@ def test_graph_of_the_repository(kb):
     assert set(benchmarks_for_level(g, "relation")) >= {"mme", "mmhal-bench", "llava-bench", "gavie", "haelm"}
     assert "pope" not in benchmarks_for_level(g, "relation")
     assert set(methods_in_family(g, "mitigation/parameter-frozen")) >= {"vcd", "ritual", "vti", "woodpecker"}
+
+
+def test_every_plugin_a_record_names_is_registered(kb):
+    from plugins.registry import list_methods
+
+    named = {m.id: m.plugin for m in kb.methods.values() if m.plugin}
+    assert named["vti"] == "vti" and named["ict"] == "ict"
+    assert set(named.values()) <= set(list_methods())
