@@ -53,8 +53,10 @@ serve: install
 # Runs only the cells whose fingerprint changed (ONLY='glob' narrows it, DEVICE=cuda moves it).
 ONLY ?=
 DEVICE ?= auto
+# JOBS worker processes with cores/JOBS threads each; JOBS=1 runs in one process with per-input progress.
+JOBS ?= 2
 reproduce: install validate
-	$(BIN)/alignscope reproduce --device $(DEVICE) $(if $(ONLY),--only '$(ONLY)')
+	$(BIN)/alignscope reproduce --device $(DEVICE) --jobs $(JOBS) $(if $(ONLY),--only '$(ONLY)')
 	$(BIN)/alignscope site
 
 train: install

@@ -475,27 +475,64 @@ def _run_on_ray(todo: list[CellPlan], ctx: _Context, device: str, dtype: str, ba
     pending = {task.remote(p.cell, p.fingerprint, ctx.data_dir, device, dtype, batch_size, base): p for p in todo}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
-        p = pending.pop(done[0])
-        try:
-            record_json, rows = ray.get(done[0])
-            record = ResultRecord.model_validate_json(record_json)
-            write_cell(results_dir, record, rows)
-            summary.ran.append(record)
-        except Exception as exc:  # a failed task fails its cell only
-            summary.failed.append((p.cell.name, f"{type(exc).__name__}: {exc}"))
+        _write_remote(pending.pop(done[0]), lambda: ray.get(done[0]), results_dir, summary)
         on_done()
+
+
+def _write_remote(p: CellPlan, result: Callable[[], tuple[str, list[dict[str, Any]]]], results_dir: Path,
+                  summary: "RunSummary") -> None:
+    """Write what a worker computed for ``p`` (driver side); a failed worker fails its cell only."""
+    try:
+        record_json, rows = result()
+        record = ResultRecord.model_validate_json(record_json)
+        write_cell(results_dir, record, rows)
+        summary.ran.append(record)
+    except Exception as exc:
+        summary.failed.append((p.cell.name, f"{type(exc).__name__}: {exc}"))
+
+
+def _worker_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_in_processes(todo: list[CellPlan], ctx: _Context, device: str, dtype: str, batch_size: int,
+                      results_dir: Path, base: dict[str, Any], summary: "RunSummary", jobs: int,
+                      on_done: Callable[[], None]) -> None:
+    """Cells in ``jobs`` worker processes with ``cores // jobs`` torch threads each; the driver writes records.
+
+    On a CPU a tiny model keeps two threads only partly busy (thread hand-offs dominate its
+    small matrix products), so two one-thread processes answer more inputs per second than one
+    two-thread process (``bench/bench_methods.py --threads 1`` against the default).
+    """
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_worker_threads, initargs=(threads,)) as pool:
+        pending = {pool.submit(_ray_cell, p.cell, p.fingerprint, ctx.data_dir, device, dtype, batch_size, base): p
+                   for p in todo}
+        for future in concurrent.futures.as_completed(pending):
+            _write_remote(pending[future], future.result, results_dir, summary)
+            on_done()
 
 
 def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] = None,
         results_dir: Union[str, Path] = DEFAULT_RESULTS, device: Optional[str] = None, dtype: Optional[str] = None,
         batch_size: Optional[int] = None, data_dir: Optional[Path] = None, force: bool = False,
-        progress: bool = True, executor: str = "local", gpus_per_cell: float = 0,
+        progress: bool = True, executor: str = "local", gpus_per_cell: float = 0, jobs: int = 1,
         echo: Callable[[str], None] = print) -> RunSummary:
     """Run every cell of the matrix that is not cached; see the module docstring.
 
-    ``executor``: ``local`` (this process, model by model) or ``ray`` (one Ray task per cell,
-    ``gpus_per_cell`` GPUs each; per-sample progress is not shown).
+    ``executor``: ``local`` (this machine: in this process, model by model, or with ``jobs`` > 1
+    in that many worker processes) or ``ray`` (one Ray task per cell, ``gpus_per_cell`` GPUs
+    each). Only the in-process run shows per-input progress; the others count cells.
     """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise RunnerError(f"jobs is {jobs!r}, expected a positive number of worker processes")
     from tqdm.auto import tqdm
 
     if executor not in EXECUTORS:
@@ -531,11 +568,15 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
         # Run model by model so that each checkpoint loads once.
         todo.sort(key=lambda p: (str(ctx.checkpoint(p.cell.model)[0]), cells.index(p.cell)))
         base = _provenance_base()
-        if executor == "ray":
+        if executor == "ray" or jobs > 1:
             bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress)
             try:
-                _run_on_ray(todo, ctx, device, dtype, batch_size, results_dir, base, summary, gpus_per_cell,
-                            lambda: bar.update(1))
+                if executor == "ray":
+                    _run_on_ray(todo, ctx, device, dtype, batch_size, results_dir, base, summary, gpus_per_cell,
+                                lambda: bar.update(1))
+                else:
+                    _run_in_processes(todo, ctx, device, dtype, batch_size, results_dir, base, summary, jobs,
+                                      lambda: bar.update(1))
             finally:
                 bar.close()
         else:

@@ -218,6 +218,19 @@ def test_ray_executor_runs_each_cell_as_a_task_on_a_local_instance(env):
     assert again.ran == [] and len(again.cached) == 2
 
 
+def test_worker_processes_write_the_same_records_as_one_process(env, tmp_path):
+    summary = run(env, jobs=2, only="*/pope/*")
+    assert not summary.failed
+    assert sorted(r.cell for r in summary.ran) == ["tiny-random/pope/adversarial/baseline/seed0",
+                                                  "tiny-random/pope/random/baseline/seed0"]
+    again = run(env, only="*/pope/*")  # the in-process run sees them as current
+    assert again.ran == [] and len(again.cached) == 2
+    forced = run({**env, "results": tmp_path / "one-process"}, only="*/pope/*")
+    assert ({r.cell: r.metrics for r in forced.ran} == {r.cell: r.metrics for r in summary.ran})
+    with pytest.raises(runner.RunnerError, match="jobs is 0, expected a positive number"):
+        run(env, jobs=0)
+
+
 def test_unknown_executor(env):
     with pytest.raises(runner.RunnerError, match="unknown executor 'dask'; .*allowed: local, ray"):
         run(env, executor="dask")
