@@ -27,12 +27,15 @@ synthetic scene world (:mod:`plugins.world`):
 * stage 3 (Grounding DINO + BLIP-2) → :class:`SceneDetector`, a ~62 k-parameter convolutional
   one-stage detector that this module trains on the world's exact ground truth: per 8 × 8 px cell
   an objectness score, the category, colour and size of the object centred there, and the
-  centre's offset. It learns from ``detector_scenes`` scenes of the world's ``train`` stream in
-  about a minute on two CPU cores, seeded, and is cached (:func:`plugins.methods.base.cached_artifact`);
+  centre's offset. It learns from ``detector_scenes`` scenes of the world's ``train`` stream
+  (defaults: 4,000 scenes, 1,200 steps of 32 images; 43 s measured on two idle CPU cores, three
+  to four when they are shared), seeded, and is cached (:func:`plugins.methods.base.cached_artifact`);
   its held-out accuracy on the ``detector-val`` stream (never used by any benchmark) is stored
-  with the weights (:meth:`Woodpecker.detector_report`). It sees only pixels, and the world's
-  objects are clean shapes, so it is far more reliable than Grounding DINO is on COCO: read the
-  measured gains as an upper bound for what correction with near-perfect evidence buys;
+  with the weights (:meth:`Woodpecker.detector_report`; at the defaults 99.3 % presence at 0.35
+  against 70.5 % for always "absent", 99.97 % colour, 99.9 % size, 0.3 px centre error). It sees
+  only pixels, and the world's objects are clean shapes, so it is far more reliable than Grounding
+  DINO is on COCO: read the measured gains as an upper bound for what correction with
+  near-perfect evidence buys;
 * stage 4 → the detector's output itself (:class:`Detection`) is the set of claims;
 * stage 5 (GPT-3.5) → deterministic rules in the closed grammar (:func:`correct`):
   a mentioned category the detector does not find is removed
@@ -396,7 +399,7 @@ class Woodpecker(WorldPostprocess):
         min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # revise only when the verdict's confidence exceeds this; 0 = always (official), 1 = never
         detector_width: int = Field(16, ge=1, le=256)  # channels of the detector's first conv layer (then 2x, 4x, 4x)
         detector_scenes: int = Field(4000, ge=1)  # train-stream scenes the detector learns from
-        detector_steps: int = Field(1200, ge=1)  # Adam steps (about a minute on two CPU cores at the defaults)
+        detector_steps: int = Field(1200, ge=1)  # Adam steps (about a minute on two idle CPU cores at the defaults)
         detector_batch: int = Field(32, ge=1)  # images per step
         detector_lr: float = Field(3e-3, gt=0.0)  # peak learning rate, cosine-decayed to 0
         detector_seed: int = Field(0, ge=0)  # seed of the detector's weights and batch order
