@@ -41,7 +41,7 @@ model asks itself, in the synthetic world's closed grammar (:mod:`plugins.world.
   loses every mention of it (:func:`plugins.methods.posthoc.rewrite_caption`).
 
 The loop can only close for a model whose answers about attributes mean something. The committed
-tiny LLaVA answers colour questions little better than chance (a third of the objects really
+tiny LLaVA answers colour questions little better than chance (over a quarter of the objects really
 present get no colour at all), so here the check removes real objects about as readily as made-up
 ones: on 300 world-pope adversarial questions accuracy fell from 0.68 to 0.56 (``named``: 0.62).
 
