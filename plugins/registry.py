@@ -29,10 +29,10 @@ exists; a decorator whose name is not a string literal is reported with its file
 True
 >>> list_methods("base*")
 ['baseline']
->>> get_method("baselin")
+>>> get_method("baselin")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-plugins.registry.UnknownNameError: unknown method 'baselin'; did you mean 'baseline'? Available methods: baseline
+plugins.registry.UnknownNameError: unknown method 'baselin'; did you mean 'baseline'? Available methods: baseline...
 """
 from __future__ import annotations
 
