@@ -125,6 +125,8 @@ class Method(Record):
     third_model: bool = Field(description="Needs a separate model (detector, LLM judge, reward model ...) at train or test time.")
     extends: Annotated[list[Slug], NoRepeats] = Field(default_factory=list, description="Method IDs this one builds on.")
     plugin: Optional[Slug] = Field(None, description="Registered plugin name that implements it in AlignScope, if any.")
+    plugin_note: Optional[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        None, description="How AlignScope's plugin departs from the original (stand-ins, decoding); shown on the method page.")
     code: Optional[Url] = Field(None, description="Official code repository.")
 
     _changes_scalar = field_validator("changes", mode="before")(classmethod(lambda cls, v: _as_list(v)))
