@@ -511,6 +511,8 @@ def _run_in_processes(todo: list[CellPlan], ctx: _Context, device: str, dtype: s
     import os
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    # Longest cells first, so that no worker is left alone with a big cell at the end.
+    todo = sorted(todo, key=lambda p: -len(ctx.benchmark(p.cell).items(p.cell.split)))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_worker_threads, initargs=(threads,)) as pool:
         pending = {pool.submit(_ray_cell, p.cell, p.fingerprint, ctx.data_dir, device, dtype, batch_size, base): p
