@@ -232,3 +232,14 @@ def test_a_method_needing_images_says_so(adapter):
     text_only = Batch(images=[None], prompts=["is there a cat ?"])
     with pytest.raises(ValueError, match="VCD needs an image for every item"):
         adapter.generate(text_only, max_new_tokens=2, method=create_method("vcd"))
+
+
+def test_code_a_method_calls_without_inheriting_enters_its_fingerprint():
+    """PAI and SID run the attention edit module; editing it must mark their results stale."""
+    from plugins.methods.base import modules_sha256
+
+    for name in ("pai", "sid"):
+        payload = create_method(name).fingerprint_payload()
+        assert payload["uses_sha256"] == modules_sha256(["plugins.methods.attention"])
+    assert "uses_sha256" not in create_method("vcd").fingerprint_payload()
+    assert "uses_sha256" in create_method("vti").fingerprint_payload()  # its demo set comes from the world's code

@@ -92,6 +92,9 @@ class AttentionEdit(contextlib.AbstractContextManager):
         if callback is None:
             return tensor
         rows = self.rows[self.stream]
+        if self.stream not in self.image_mask:
+            raise RuntimeError("AttentionEdit found no image-token positions for this pass: the LLaVA model was called "
+                               "without input_ids (inputs_embeds only), so image tokens cannot be located")
         mask = self.image_mask[self.stream]  # (B, T) at the pass's start
         keys = tensor.shape[-1]
         if mask.shape[1] < keys:  # generated tokens are never image tokens

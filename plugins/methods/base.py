@@ -78,6 +78,7 @@ class Method:
     """
 
     name: ClassVar[str] = ""  # the registered name, set by @register_method
+    uses_modules: ClassVar[tuple[str, ...]] = ()  # other plugins.* modules whose code it runs (hashed into its fingerprint)
     Config: ClassVar[type[MethodConfig]] = MethodConfig  # frozen, extra="forbid"; defaults = official defaults
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -144,15 +145,20 @@ class Method:
         """What identifies this method's behaviour for the runner's cache: name, config, code.
 
         ``source_sha256`` covers the source of every ``plugins`` module in the class hierarchy
-        (the method's module and this base), so editing either marks old results stale.
+        (the method's module and this base), so editing either marks old results stale;
+        ``uses_sha256`` covers the modules a method names in ``uses_modules`` (helpers it calls
+        without inheriting from them, such as the attention interface or the scene world).
         """
         cls = type(self)
-        return {
+        payload = {
             "method": self.name,
             "class": f"{cls.__module__}:{cls.__qualname__}",
             "config": self.config.model_dump(mode="json"),
             "source_sha256": source_sha256(cls),
         }
+        if self.uses_modules:
+            payload["uses_sha256"] = modules_sha256(sorted(set(self.uses_modules)), what=f"{cls.__qualname__}.uses_modules")
+        return payload
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())

@@ -34,8 +34,8 @@ from typing import Any, Callable, ClassVar, Collection, Mapping, Optional, Seque
 from pydantic import field_validator
 
 from plugins.benchmarks.pope import parse_pope_answer
-from plugins.methods.base import Method, MethodConfig, modules_sha256
-from plugins.world import CAPTION_PROMPT, OPPOSITE, PREDICATES, WorldConfig, parse_caption
+from plugins.methods.base import Method, MethodConfig
+from plugins.world import CAPTION_PROMPT, OPPOSITE, PREDICATES, SOURCE_MODULES, WorldConfig, parse_caption
 
 __all__ = ["Probe", "parse_question", "answer_polarity", "asserted_objects", "rewrite_caption", "world_items",
            "build_world", "holding_predicates", "relation_verdict", "WorldPostprocess", "WorldMethodConfig", "YES", "NO"]
@@ -270,14 +270,9 @@ class WorldPostprocess(Method):
     """
 
     Config: ClassVar[type[MethodConfig]] = WorldMethodConfig
-    world_modules: ClassVar[tuple[str, ...]] = ("plugins.world.config", "plugins.world.scene", "plugins.world.render",
-                                                "plugins.world.text")
+    uses_modules: ClassVar[tuple[str, ...]] = SOURCE_MODULES  # the grammar and scenes its rules and detector rely on
 
     def __init__(self, config: Any = None):
         super().__init__(config)
         self.world = build_world(self.config.world)
 
-    def fingerprint_payload(self) -> dict[str, Any]:
-        payload = super().fingerprint_payload()
-        payload["world_source_sha256"] = modules_sha256(self.world_modules, what=f"{type(self).__qualname__} world code")
-        return payload

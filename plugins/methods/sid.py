@@ -57,6 +57,8 @@ def hidden_image_tokens(probs: torch.Tensor, image_mask: torch.Tensor, keep_frac
 class SID(ContrastiveMethod):
     """Contrast with the model that sees only its least-attended image tokens after an early layer."""
 
+    uses_modules = ("plugins.methods.attention",)  # the attention edit it installs
+
     class Config(ContrastiveConfig):
         alpha: float = Field(1.0, ge=0)  # contrast weight: (1+α)·l − α·l_CT2S
         beta: float = Field(0.1, ge=0, lt=1)  # plausibility cut on the full model's distribution

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import torch
 
 from plugins.methods.base import ForwardHooks, Method, cached_artifact
-from plugins.world import Scene, SceneSampler, WorldConfig
+from plugins.world import SOURCE_MODULES, Scene, SceneSampler, WorldConfig
 
 if TYPE_CHECKING:
     from plugins.models.batch import Batch
@@ -124,6 +124,7 @@ class SteeringMethod(Method):
     """
 
     artifact_kind: ClassVar[str] = ""  # sub-folder of the cache, e.g. "vti-directions"
+    uses_modules: ClassVar[tuple[str, ...]] = SOURCE_MODULES  # the demo scenes, images and captions come from the world
 
     def __init__(self, config: Any = None):
         super().__init__(config)

@@ -422,7 +422,7 @@ class Woodpecker(WorldPostprocess):
             payload = self.fingerprint_payload()
             # Not the whole payload: a new min_confidence must not retrain the detector; the code and recipe must.
             key = {"class": payload["class"], "source_sha256": payload["source_sha256"],
-                   "world_source_sha256": payload["world_source_sha256"], "recipe": self.detector_recipe()}
+                   "uses_sha256": payload["uses_sha256"], "recipe": self.detector_recipe()}
             self._trained = cached_artifact("woodpecker-detector", key, self._train)
         return self._trained
 

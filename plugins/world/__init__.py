@@ -47,7 +47,11 @@ from plugins.world.text import (
     relation_questions, split_counts, tokenize, vocabulary,
 )
 
-__all__ = [
+SOURCE_MODULES: tuple[str, ...] = ("plugins.world.config", "plugins.world.scene", "plugins.world.render",
+                                   "plugins.world.text")
+"""The modules that define scenes, images and language: a method built on the world hashes them into its fingerprint."""
+
+__all__ = ["SOURCE_MODULES", 
     # config
     "WorldConfig", "CooccurrenceGroup", "SHAPES", "GRAMMAR_WORDS",
     # scenes
