@@ -67,7 +67,8 @@ def main() -> None:
         row = f"{name:12s}"
         for size in sizes:
             t = seconds_per_input(method, size)
-            base.setdefault(size, t) if name == "baseline" else None
+            if name == "baseline":
+                base[size] = t
             row += f"  {1000 * t:14.2f}  {t / base[size]:7.2f}"
         print(row, flush=True)
         if args.paths and isinstance(method, ContrastiveMethod):

@@ -511,8 +511,8 @@ def _run_in_processes(todo: list[CellPlan], ctx: _Context, device: str, dtype: s
     import os
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    # Longest cells first, so that no worker is left alone with a big cell at the end.
-    todo = sorted(todo, key=lambda p: -len(ctx.benchmark(p.cell).items(p.cell.split)))
+    n_items = _input_counts(todo, ctx)
+    todo = sorted(todo, key=lambda p: -n_items[p.cell.name])  # longest first: no worker ends alone with a big cell
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_worker_threads, initargs=(threads,)) as pool:
         pending = {pool.submit(_ray_cell, p.cell, p.fingerprint, ctx.data_dir, device, dtype, batch_size, base): p
@@ -587,6 +587,16 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
     return summary
 
 
+def _input_counts(todo: list[CellPlan], ctx: _Context) -> dict[str, int]:
+    """Inputs of each cell, by name; every benchmark split is read once (methods share its items)."""
+    sizes: dict[tuple[Any, ...], int] = {}
+    for p in todo:
+        key = (p.cell.benchmark, p.cell.benchmark_options, p.cell.split)
+        if key not in sizes:
+            sizes[key] = len(ctx.benchmark(p.cell).items(p.cell.split))
+    return {p.cell.name: sizes[(p.cell.benchmark, p.cell.benchmark_options, p.cell.split)] for p in todo}
+
+
 def _run_local(todo: list[CellPlan], ctx: _Context, device: str, dtype: str, batch_size: int, results_dir: Path,
                base: dict[str, Any], summary: RunSummary, progress: bool) -> None:
     """Cells one after another in this process, model by model so that each checkpoint loads once."""
@@ -594,7 +604,7 @@ def _run_local(todo: list[CellPlan], ctx: _Context, device: str, dtype: str, bat
 
     todo = sorted(todo, key=lambda p: str(ctx.checkpoint(p.cell.model)[0]))  # stable: matrix order within a model
     models = _Models(device, dtype)
-    n_items = {p.cell.name: len(ctx.benchmark(p.cell).items(p.cell.split)) for p in todo}
+    n_items = _input_counts(todo, ctx)
     bar_cells = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress, position=0)
     bar_items = tqdm(total=sum(n_items.values()), desc="inputs", unit="input", disable=not progress, position=1)
     try:

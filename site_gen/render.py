@@ -196,10 +196,10 @@ class Renderer:
                 extended_by.setdefault(e, []).append(x)
         tables = reproduction_tables(self.results, self.stale_cells)
         for mid, m in sorted(kb.methods.items()):
+            effects = method_effects(self.results, mid, self.stale_cells)
             self.render(record_page("method", mid), "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"],
                         reported=self.results_for("method", mid), reproduced=self.reproduced_for("method", mid),
-                        extended_by=extended_by.get(mid, []), effects=(effects := method_effects(self.results, mid, self.stale_cells)),
-                        effect_summary=effect_summary(effects))
+                        extended_by=extended_by.get(mid, []), effects=effects, effect_summary=effect_summary(effects))
         self.render("benchmarks/index.md", "benchmarks_index.html.j2", "Benchmarks", benchmarks=sorted(kb.benchmarks.values(), key=lambda b: b.name.lower()))
         for bid, b in sorted(kb.benchmarks.items()):
             self.render(record_page("benchmark", bid), "benchmark.html.j2", b.name, b=b, paper=kb.introduced_by[f"benchmark:{bid}"],
