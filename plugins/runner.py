@@ -46,7 +46,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from plugins.api import Provenance, ResultRecord, git, result_path, save_record, write_atomic
 from plugins.config import StrictConfig, unknown
-from plugins.methods.base import modules_sha256
+from plugins.methods.base import decoding_of, modules_sha256
 
 __all__ = ["RunnerError", "Matrix", "Experiment", "Cell", "load_matrix", "expand", "CellPlan", "plan",
            "run", "stale_cells", "DEFAULT_MATRIX", "DEFAULT_RESULTS"]
@@ -295,7 +295,7 @@ def fingerprint(cell: Cell, ctx: _Context) -> tuple[str, dict[str, Any]]:
         "method": ctx.method(cell).fingerprint_payload(),
         "benchmark": bench.fingerprint_payload(cell.split),
         "checkpoint_sha256": ckpt_hash,
-        "decoding": {"strategy": "greedy", "max_new_tokens": bench.max_new_tokens},
+        "decoding": {**decoding_of(ctx.method(cell)), "max_new_tokens": bench.max_new_tokens},
         "adapter_sha256": modules_sha256(["plugins.models.llava", "plugins.models.batch"]),
         "seed": cell.seed,
         "dtype": ctx.dtype,
@@ -423,8 +423,7 @@ def compute_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size
         seconds_per_input=seconds / len(items), fingerprint=fp,
         provenance=Provenance(
             **base, device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
-            decoding={"strategy": "greedy", "num_beams": 1, "max_new_tokens": bench.max_new_tokens,
-                      "batch_size": batch_size},
+            decoding={**decoding_of(method), "max_new_tokens": bench.max_new_tokens, "batch_size": batch_size},
             parser=bench.parser, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             method_config={"plugin": cell.plugin, **method.config.model_dump(mode="json")},
         ),

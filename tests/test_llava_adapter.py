@@ -178,6 +178,20 @@ def test_batched_greedy_equals_one_at_a_time(adapter, batch):
     assert all(alone) and len(set(alone)) > 1  # non-empty and not trivially identical
 
 
+def test_a_repeated_image_is_encoded_once_with_the_same_answers(adapter, batch):
+    """Several questions on one image: the vision tower sees each distinct image once, answers are as alone."""
+    repeated = Batch(images=[batch.images[0]] * 3 + [batch.images[1]] * 2, prompts=list(batch.prompts[:5]))
+    seen = []
+    handle = adapter.vision_tower.embeddings.register_forward_hook(
+        lambda module, args, output: seen.append(len(output)))
+    try:
+        together = adapter.generate(repeated, max_new_tokens=8, batch_size=5)
+    finally:
+        handle.remove()
+    assert seen == [2]
+    assert together == [adapter.generate(repeated[i], max_new_tokens=8)[0] for i in range(5)]
+
+
 def test_forward_logits_do_not_depend_on_padding(adapter, batch):
     logits = adapter.forward(batch)  # (B, T, V)
     assert logits.shape[:2] == adapter.encode(batch).input_ids.shape and logits.shape[2] == len(VOCAB)

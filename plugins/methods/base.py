@@ -54,9 +54,31 @@ if TYPE_CHECKING:  # the adapter imports torch; this module must not
     from plugins.models.llava import LlavaAdapter
 
 __all__ = ["Method", "MethodConfig", "MethodConfigError", "ForwardHooks", "source_sha256", "modules_sha256",
-           "cache_dir", "cached_artifact"]
+           "cache_dir", "cached_artifact", "GENERATION_SETTINGS", "decoding_of"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+GENERATION_SETTINGS = frozenset({"num_beams"})
+"""The ``generate`` settings a method may choose (:meth:`Method.generation_settings`)."""
+
+
+def decoding_of(method: Optional["Method"]) -> dict[str, Any]:
+    """The checked search settings of ``method`` (greedy for None), with ``strategy`` named for provenance.
+
+    >>> decoding_of(None)
+    {'strategy': 'greedy', 'num_beams': 1}
+    """
+    settings = {"num_beams": 1} if method is None else dict(method.generation_settings())
+    unknown = set(settings) - GENERATION_SETTINGS
+    if unknown:
+        raise ValueError(f"{type(method).__qualname__}.generation_settings() sets {sorted(unknown)}; a method may "
+                         f"only choose {sorted(GENERATION_SETTINGS)}")
+    beams = settings.get("num_beams", 1)
+    if not isinstance(beams, int) or isinstance(beams, bool) or beams < 1:
+        raise ValueError(f"{type(method).__qualname__}.generation_settings() num_beams is {beams!r}, expected an "
+                         "integer >= 1")
+    return {"strategy": "greedy" if beams == 1 else "beam", "num_beams": beams}
 
 
 class MethodConfigError(ValueError):
@@ -138,6 +160,15 @@ class Method:
     def postprocess(self, model: "LlavaAdapter", batch: "Batch", texts: list[str]) -> list[str]:
         """Correct the decoded answers (one per item, same order). Default: unchanged."""
         return texts
+
+    def generation_settings(self) -> dict[str, Any]:
+        """How ``generate`` searches: ``{"num_beams": 1}`` (greedy, the default) or more beams.
+
+        Only the search itself may change (keys of :data:`GENERATION_SETTINGS`); sampling never, so
+        every result stays deterministic. Beam search keeps transformers' defaults otherwise
+        (length penalty 1, no early stopping), as the official OPERA evaluation does.
+        """
+        return {"num_beams": 1}
 
     # ------------------------------------------------------------ identity
 

@@ -389,7 +389,8 @@ class LlavaAdapter:
     def generate(self, batch: Batch, max_new_tokens: int = 32,
                  logits_processors: Sequence["LogitsProcessor"] = (), method: Optional["Method"] = None,
                  batch_size: int = 8) -> list[str]:
-        """Greedy answers, one per item, in order; identical whatever ``batch_size`` is.
+        """Greedy answers (beam search if the method asks for it), one per item, in order; identical
+        whatever ``batch_size`` is.
 
         Items run in chunks of ``batch_size``. For each chunk, a ``method`` is applied in this order:
         ``transform_inputs`` → ``hooks`` (active during ``model.generate`` only) →
@@ -425,14 +426,17 @@ class LlavaAdapter:
                                  f"Batch of the same {len(chunk)} items in the same order (optionally followed by "
                                  f"whole extra streams: a multiple of {len(chunk)} items)")
         encoded = self.encode(run)
+        from plugins.methods.base import decoding_of
+
+        num_beams = decoding_of(method)["num_beams"]
         hooks = method.hooks(self, run) if method is not None else contextlib.nullcontext()
-        with hooks:
+        with hooks, self.shared_image_features():  # registered after the method's hooks: sees their pixels
             if method is not None:
                 processors = processors + list(method.logits_processors(self, run))
             with torch.inference_mode():
                 output = self.model.generate(
                     **encoded.model_inputs(with_position_ids=False),  # generate derives them from the mask
-                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                     pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_id,
                     logits_processor=LogitsProcessorList(processors))  # (B, T + new)
         texts = self.decode(output[:len(chunk), encoded.prompt_length:])  # extra streams' rows are not answers
@@ -442,6 +446,46 @@ class LlavaAdapter:
                 raise ValueError(f"{type(method).__qualname__}.postprocess returned {_describe(texts)}, expected "
                                  f"{len(chunk)} strings")
         return texts
+
+    def shared_image_features(self) -> contextlib.AbstractContextManager:
+        """While active, identical images in one call of the vision tower are encoded once.
+
+        POPE asks six questions about every image, beam search repeats each image once per beam,
+        and follow-up questions return to the same image: the vision tower is a third of a
+        prompt's cost on the default model. A pre-hook replaces the pixels by their distinct rows
+        (after any method's own pre-hooks, which are registered first) and a hook copies each
+        output back to every row that had that image; each image's features are computed exactly
+        as before, so answers are unchanged.
+        """
+        from plugins.methods.base import ForwardHooks
+
+        state: dict[str, Optional[torch.Tensor]] = {"inverse": None}
+
+        def encode_distinct(module: Any, args: tuple, kwargs: dict) -> Optional[tuple[tuple, dict]]:
+            pixels = kwargs["pixel_values"] if "pixel_values" in kwargs else args[0]
+            distinct, inverse = torch.unique(pixels.flatten(1), dim=0, return_inverse=True)
+            if len(distinct) == len(pixels):
+                state["inverse"] = None
+                return None
+            state["inverse"] = inverse
+            distinct = distinct.view(-1, *pixels.shape[1:])
+            if "pixel_values" in kwargs:
+                return args, {**kwargs, "pixel_values": distinct}
+            return (distinct, *args[1:]), kwargs
+
+        def copy_back(module: Any, args: tuple, output: Any) -> Any:
+            inverse, state["inverse"] = state["inverse"], None
+            if inverse is None:
+                return output
+            for key, value in list(output.items()):
+                if isinstance(value, torch.Tensor):
+                    output[key] = value[inverse]
+                elif isinstance(value, tuple):
+                    output[key] = tuple(v[inverse] if isinstance(v, torch.Tensor) else v for v in value)
+            return output
+
+        return (ForwardHooks().add(self.vision_tower, encode_distinct, pre=True, with_kwargs=True)
+                .add(self.vision_tower, copy_back))
 
     def decode(self, token_ids: torch.Tensor) -> list[str]:
         """(B, L) generated ids → answers, without special tokens or surrounding spaces."""
