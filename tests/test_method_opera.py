@@ -73,6 +73,7 @@ def test_candidate_attention_equals_a_full_pass_with_the_candidate_appended(adap
         cache = DynamicCache()
         out = adapter.model(**encoded.model_inputs(), past_key_values=cache, use_cache=True)
         method._state.pop("probs")
+        before = [(keys.clone(), values.clone()) for keys, values, *_ in cache]
         logits = out.logits[:, -1].clone()
         logits[:, adapter.image_token_id] = float("-inf")  # the random model may favour it; the full pass would refuse
         candidates = logits.topk(3).indices  # (B, 3)
@@ -86,6 +87,7 @@ def test_candidate_attention_equals_a_full_pass_with_the_candidate_appended(adap
             alone = alone / alone.sum(dim=-1, keepdim=True)
             assert torch.allclose(rows[:, c], alone, atol=1e-5), c
     assert cache.get_seq_length() == encoded.input_ids.shape[1]  # generate's cache is left as it was
+    assert all(torch.equal(k0, k1) and torch.equal(v0, v1) for (k0, v0), (k1, v1, *_) in zip(before, cache))
 
 
 def test_without_penalty_over_all_tokens_opera_is_plain_beam_search(adapter, batch):

@@ -37,7 +37,7 @@ How the attention is read: the last decoder layer runs the attention function of
 :mod:`plugins.methods.attention`, which hands the probabilities to a callback. The main passes of
 ``generate`` give each generated token's row; for the candidates, the processor runs one extra
 pass of the language model over all beams × candidates at once, each candidate a single new
-token on a copy of ``generate``'s key/value cache (the official code runs one pass per
+token on ``generate``'s key/value cache (restored afterwards) (the official code runs one pass per
 candidate). A generated token's row is stored under the item and the tokens before it, so the
 history follows the beams through their reordering without knowing the beam indices.
 
@@ -160,12 +160,11 @@ class OperaProcessor:
     def _candidate_rows(self, input_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(R, k, K + 1): each candidate's last-layer attention as the next token, renormalised.
 
-        One pass for all: each row's k candidates are k query tokens at the same position, on a
-        copy of ``generate``'s key/value cache, with a 4-D mask that lets each see the cache and
-        itself but not the other candidates (so each gets exactly the attention it would get alone).
+        One pass for all: each row's k candidates are k query tokens at the same position, on
+        ``generate``'s key/value cache, with a 4-D mask that lets each see the cache and itself but
+        not the other candidates (so each gets exactly the attention it would get alone). Appending
+        to a dynamic cache replaces its tensors by longer ones; the originals are put back after.
         """
-        from transformers import DynamicCache
-
         rows, k = candidates.shape
         keys = input_ids.shape[1]  # K: prompt + generated tokens, all in the cache
         dtype = self.model.dtype
@@ -175,7 +174,8 @@ class OperaProcessor:
         mask[:, 0, :, :keys] = torch.where(seen.bool(), 0.0, blocked)[:, None, :]
         mask[:, 0, :, keys:].diagonal(dim1=-2, dim2=-1).fill_(0.0)
         position = (seen.sum(dim=1, keepdim=True)).expand(rows, k)  # the next position, for every candidate
-        cache = DynamicCache(ddp_cache_data=[(k_, v_) for k_, v_, *_ in self.state["cache"]])
+        cache = self.state["cache"]  # generate's own: the pass appends the candidates, then it is put back
+        kept = [(layer.keys, layer.values) for layer in cache.layers]
         self.edit.image_mask["contrast"] = torch.cat(  # the edit wants every key's image flag
             [self.image_mask, self.image_mask.new_zeros(rows, keys + k - self.prompt_length)], dim=1)
         self.state["candidate_pass"] = True
@@ -185,6 +185,8 @@ class OperaProcessor:
                                        past_key_values=cache, use_cache=True)
         finally:
             self.state["candidate_pass"] = False
+            for layer, (keys_, values_) in zip(cache.layers, kept):  # appending made new tensors; restore the old
+                layer.keys, layer.values = keys_, values_
         probs = self.state.pop("probs").to(torch.float64).amax(dim=1)  # (R, k, K + k), maximum over heads
         own = torch.arange(k, device=probs.device)
         out = torch.cat([probs[:, :, :keys], probs[:, own, keys + own][:, :, None]], dim=-1)  # (R, k, K + 1)
