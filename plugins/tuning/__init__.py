@@ -1,0 +1,9 @@
+"""Parameter tuning on the synthetic world: preference data, losses, and a trainer for the tuning methods.
+
+The survey's parameter-tuning family changes the model's weights. The methods registered in
+:mod:`plugins.methods.tuned` (``dpo``, ``rdpo``, ``hacl``, ``lrv``) build their training data from
+the world's tuning stream and the model's own answers (:mod:`plugins.tuning.preferences`,
+:mod:`plugins.tuning.instructions`), optimise one of the objectives in
+:mod:`plugins.tuning.losses` with :mod:`plugins.tuning.trainer`, and swap the tuned weights in
+only while they answer.
+"""
