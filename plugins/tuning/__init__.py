@@ -7,3 +7,10 @@ the world's tuning stream and the model's own answers (:mod:`plugins.tuning.pref
 :mod:`plugins.tuning.losses` with :mod:`plugins.tuning.trainer`, and swap the tuned weights in
 only while they answer.
 """
+
+SOURCE_MODULES: tuple[str, ...] = (
+    "plugins.tuning.preferences", "plugins.tuning.instructions", "plugins.tuning.losses", "plugins.tuning.trainer",
+    "plugins.models.data", "plugins.models.train", "plugins.methods.posthoc", "plugins.benchmarks.pope",
+)
+"""Every module whose code shapes a tuning run (data, objective, loop, answer parsing, the world config base):
+a tuned method hashes them into its fingerprint, so editing any of them trains afresh."""
