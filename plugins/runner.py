@@ -412,6 +412,7 @@ def compute_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size
     bench = ctx.benchmark(cell)
     method = ctx.method(cell)
     items = bench.items(cell.split)
+    method.prepare(adapter)  # a tuned method trains or loads here: not part of seconds_per_input
     t0 = time.perf_counter()
     metrics, rows = bench.evaluate(adapter, method, cell.split, items, batch_size=batch_size, seed=cell.seed,
                                    progress=progress)
@@ -426,6 +427,7 @@ def compute_cell(cell: Cell, fp: str, ctx: _Context, models: _Models, batch_size
             decoding={**decoding_of(method), "max_new_tokens": bench.max_new_tokens, "batch_size": batch_size},
             parser=bench.parser, date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             method_config={"plugin": cell.plugin, **method.config.model_dump(mode="json")},
+            train_seconds=method.train_seconds,
         ),
         predictions=Path(cell.name).name + ".predictions.jsonl.gz",
     )
@@ -496,6 +498,21 @@ def _worker_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _preparation_key(p: CellPlan, ctx: _Context) -> Optional[tuple[Any, ...]]:
+    """(checkpoint, plugin, config) when the cell's method prepares something (trains), else None."""
+    from plugins.methods.base import Method
+
+    if type(ctx.method(p.cell)).prepare is Method.prepare:
+        return None
+    return (str(ctx.checkpoint(p.cell.model)[0]), p.cell.plugin, p.cell.config)
+
+
+def _prepare_cell_method(cell: Cell, data_dir: Optional[Path], device: str, dtype: str) -> None:
+    """A worker task: train (or load) the cell's method for its model; the result lands in the artifact cache."""
+    ctx = _Context(data_dir, dtype)
+    ctx.method(cell).prepare(_Models(device, dtype).get(ctx.checkpoint(cell.model)[0]))
+
+
 def _run_in_processes(todo: list[CellPlan], ctx: _Context, device: str, dtype: str, batch_size: int,
                       results_dir: Path, base: dict[str, Any], summary: "RunSummary", jobs: int,
                       on_done: Callable[[], None]) -> None:
@@ -512,13 +529,35 @@ def _run_in_processes(todo: list[CellPlan], ctx: _Context, device: str, dtype: s
     threads = max(1, (os.cpu_count() or 1) // jobs)
     n_items = _input_counts(todo, ctx)
     todo = sorted(todo, key=lambda p: -n_items[p.cell.name])  # longest first: no worker ends alone with a big cell
+    waiting: dict[tuple[Any, ...], list[CellPlan]] = {}  # cells whose method must train first, by what it trains
+    ready = []
+    for p in todo:
+        key = _preparation_key(p, ctx)
+        (waiting.setdefault(key, []) if key is not None else ready).append(p)
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_worker_threads, initargs=(threads,)) as pool:
+        # Training first (once per method and model, not once per cell), the other cells meanwhile.
+        preparing = {pool.submit(_prepare_cell_method, cells[0].cell, ctx.data_dir, device, dtype): key
+                     for key, cells in waiting.items()}
         pending = {pool.submit(_ray_cell, p.cell, p.fingerprint, ctx.data_dir, device, dtype, batch_size, base): p
-                   for p in todo}
-        for future in concurrent.futures.as_completed(pending):
-            _write_remote(pending[future], future.result, results_dir, summary)
-            on_done()
+                   for p in ready}
+        while preparing or pending:
+            done, _ = concurrent.futures.wait([*preparing, *pending], return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                if future in preparing:
+                    cells = waiting[preparing.pop(future)]
+                    try:
+                        future.result()
+                    except Exception as exc:
+                        for p in cells:
+                            summary.failed.append((p.cell.name, f"{type(exc).__name__}: {exc}"))
+                            on_done()
+                        continue
+                    pending.update({pool.submit(_ray_cell, p.cell, p.fingerprint, ctx.data_dir, device, dtype,
+                                                batch_size, base): p for p in cells})
+                else:
+                    _write_remote(pending.pop(future), future.result, results_dir, summary)
+                    on_done()
 
 
 def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] = None,

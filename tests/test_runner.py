@@ -231,6 +231,23 @@ def test_worker_processes_write_the_same_records_as_one_process(env, tmp_path):
         run(env, jobs=0)
 
 
+def test_a_tuned_method_trains_once_before_its_cells_and_records_its_training_time(env, artifact_cache):
+    """With worker processes, one task trains; both cells then load the same cached weights."""
+    import json
+
+    from tests.test_tuning_methods import TINY
+
+    write_matrix(env["matrix"], env["checkpoint"], methods="{lrv: " + json.dumps(TINY) + "}")
+    summary = run(env, jobs=2, only="*/pope/*")
+    assert not summary.failed and len(summary.ran) == 2
+    seconds = {r.provenance.train_seconds for r in summary.ran}  # two trainings would differ in wall time
+    assert len(seconds) == 1 and next(iter(seconds)) > 0
+    assert len(list((artifact_cache / "tuned-lrv").glob("*.pt"))) == 1
+    baseline = run({**env, "matrix": write_matrix(env["matrix"].with_name("b.yaml"), env["checkpoint"])},
+                   only="*/pope/random/*")
+    assert baseline.ran[0].provenance.train_seconds is None
+
+
 def test_unknown_executor(env):
     with pytest.raises(runner.RunnerError, match="unknown executor 'dask'; .*allowed: local, ray"):
         run(env, executor="dask")

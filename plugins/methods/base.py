@@ -161,6 +161,19 @@ class Method:
         """Correct the decoded answers (one per item, same order). Default: unchanged."""
         return texts
 
+    def prepare(self, model: "LlavaAdapter") -> Any:
+        """Once-per-model work before answering (a tuned method trains or loads its weights). Default: none.
+
+        The runner calls it before it starts the clock, so ``seconds_per_input`` times answering
+        only; what preparing cost is :attr:`train_seconds`.
+        """
+        return None
+
+    @property
+    def train_seconds(self) -> Optional[float]:
+        """Wall seconds spent training for the weights in use (parameter-tuning methods); None otherwise."""
+        return None
+
     def generation_settings(self) -> dict[str, Any]:
         """How ``generate`` searches: ``{"num_beams": 1}`` (greedy, the default) or more beams.
 
