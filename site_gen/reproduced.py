@@ -73,6 +73,7 @@ class ReproRow:
     cells: dict  # (split, metric) -> ReproCell
     seconds_per_input: float  # mean over the row's records
     stale: bool
+    train_seconds: Optional[float] = None  # a tuned method's training run (the longest among the row's records)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ def reproduction_tables(records: list[ResultRecord], stale_cells: frozenset[str]
                     if have:
                         cells[(split, metric)] = ReproCell(have, metric, stale)
             mrecs = [r for srecs in by_method[method].values() for r in srecs]
-            rows.append(ReproRow(method, cells, fmean(r.seconds_per_input for r in mrecs), any(r.cell in stale_cells for r in mrecs)))
+            trained = [r.provenance.train_seconds for r in mrecs if r.provenance.train_seconds is not None]
+            rows.append(ReproRow(method, cells, fmean(r.seconds_per_input for r in mrecs),
+                                 any(r.cell in stale_cells for r in mrecs), max(trained) if trained else None))
         tables.append(ReproTable(model, bench, recs[0].protocol, splits, metrics, rows, sorted(recs, key=lambda r: r.cell)))
     return tables
 

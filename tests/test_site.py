@@ -151,6 +151,20 @@ def test_reproduced_numbers_are_shown_labelled_with_provenance(repo_copy):
     assert "reproduced" in vcd and "83.8" in vcd and "81.2" in vcd
 
 
+def test_a_tuned_methods_training_time_is_shown_beside_its_cost(repo_copy):
+    from site_gen.render import generate_docs
+
+    tuned = _result("dpo", "adversarial", 0.7)
+    tuned = tuned.model_copy(update={"provenance": tuned.provenance.model_copy(update={"train_seconds": 81.4})})
+    kb, _ = load_knowledge_base(repo_copy)
+    generate_docs(kb, repo_copy, results=[_result("baseline", "adversarial", 0.75), tuned])
+    page = (repo_copy / DOCS_DIR / "reproduction.md").read_text()
+    assert "<th title=\"One-off fine-tuning" in page
+    assert '<td class="as-num">0.1250</td><td class="as-num">81</td>' in page  # dpo: trained in 81 s
+    assert '<td class="as-num">0.1250</td><td class="as-num"></td>' in page  # the baseline trained nothing
+    assert "trained in 81 s" in page  # and in the provenance list
+
+
 def test_stale_results_are_marked(repo_copy):
     from plugins.api import save_record
     from site_gen.render import generate_docs
