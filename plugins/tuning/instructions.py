@@ -31,9 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Optional
 
-from plugins.tuning.preferences import STATS_SCENES, scene_rng, inject_hallucination
+from plugins.tuning.preferences import STATS_SCENES, balanced_questions, inject_hallucination, scene_rng
 from plugins.world import (
-    CAPTION_PROMPT, SceneSampler, WorldConfig, WorldStats, attribute_questions, existence_questions, relation_questions,
+    CAPTION_PROMPT, SceneSampler, WorldConfig, WorldStats,
 )
 
 if TYPE_CHECKING:
@@ -68,20 +68,13 @@ def instruction_set(data: "WorldData", world: WorldConfig, *, mix: Literal["nega
     if mix not in MIXES:
         raise ValueError(f"mix is {mix!r}, expected one of {', '.join(MIXES)}")
     stats = stats if stats is not None else WorldStats.estimate(world, n=STATS_SCENES, split="train")
-    n_object, n_attribute, n_relation = counts
     out: list[Instruction] = []
     for i, scene in enumerate(data.scenes):
         out.append(Instruction(i, CAPTION_PROMPT, data.captions[i], "caption", False))
         object_strategy = ("popular", "adversarial")[i % 2] if mix == "negative" else "random"
         attribute_strategy = "adversarial" if mix == "negative" else "random"
-        questions = []
-        if n_object:
-            questions += existence_questions(scene, world, strategy=object_strategy, n=n_object, stats=stats, yes_ratio=0.5)
-        if n_attribute:
-            questions += attribute_questions(scene, world, strategy=attribute_strategy, n=n_attribute, stats=stats,
-                                             yes_ratio=0.5)
-        if n_relation:
-            questions += relation_questions(scene, world, n=n_relation, yes_ratio=0.5)
+        questions = balanced_questions(scene, world, stats, counts, object_strategy=object_strategy,
+                                       attribute_strategy=attribute_strategy)
         out += [Instruction(i, q.text, q.answer, q.kind, q.answer == "no") for q in questions]
     return out
 

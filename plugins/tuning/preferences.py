@@ -118,9 +118,15 @@ def tuning_questions(scene: Scene, index: int, world: WorldConfig, stats: WorldS
     and adversarial (the colour prior), so every kind of negative the benchmarks ask about is
     represented; the draws come from the scene's own seeded streams.
     """
+    return balanced_questions(scene, world, stats, counts, object_strategy=STRATEGIES[index % len(STRATEGIES)],
+                              attribute_strategy=("random", "adversarial")[index % 2])
+
+
+def balanced_questions(scene: Scene, world: WorldConfig, stats: WorldStats, counts: tuple[int, int, int], *,
+                       object_strategy: str, attribute_strategy: str) -> list[Question]:
+    """``counts`` = (object, attribute, relation) yes/no questions about ``scene``, half yes where it allows,
+    with the given negative-sampling strategies (object: POPE's; attribute: random or adversarial)."""
     n_object, n_attribute, n_relation = counts
-    object_strategy = STRATEGIES[index % len(STRATEGIES)]
-    attribute_strategy = ("random", "adversarial")[index % 2]
     questions: list[Question] = []
     if n_object:
         questions += existence_questions(scene, world, strategy=object_strategy, n=n_object, stats=stats, yes_ratio=0.5)
