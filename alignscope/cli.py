@@ -390,6 +390,49 @@ def reproduce(
 
 
 @app.command()
+def explain(
+    benchmark: Optional[str] = typer.Argument(None, help="A yes/no benchmark: world-pope, world-attribute, world-relation, world-diagnostics or pope."),
+    split: Optional[str] = typer.Argument(None, help="Its split, e.g. adversarial."),
+    model: str = typer.Option("alignscope-tiny-llava", help="A registered model (alignscope list models) or a checkpoint directory."),
+    method: str = typer.Option("baseline", help="A registered greedy method (alignscope list methods), applied while reading."),
+    method_config: Optional[str] = typer.Option(None, "--method-config", help='Its hyper-parameters as JSON, e.g. \'{"alpha": 0.5}\'.'),
+    limit: int = typer.Option(200, min=1, help="First questions of the split."),
+    image: Optional[Path] = typer.Option(None, help="Explain one question about this image instead of a benchmark."),
+    question: Optional[str] = typer.Option(None, help="The question about --image."),
+    label: Optional[str] = typer.Option(None, help="The correct answer to --question (yes or no), if known."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, min=1, help="Items per forward pass."),
+    out: Optional[Path] = typer.Option(None, help="Write the report (summary and per-question rows) to this JSON file."),
+) -> None:
+    """Why does the model answer as it does? Visual dependence, attention to the image, logit lens, alignment per layer."""
+    from plugins import diagnostics
+    from plugins.api import write_atomic
+    from plugins.methods.base import MethodConfigError
+    from plugins.registry import RegistryError, create_method
+
+    try:
+        config = json.loads(method_config) if method_config else None
+        chosen = create_method(method, config)
+    except (json.JSONDecodeError, MethodConfigError, RegistryError) as exc:
+        _err(f"--method {method}: {exc}")
+        raise typer.Exit(2)
+    if image is not None and not image.is_file():
+        _err(f"--image {image}: no such file")
+        raise typer.Exit(2)
+    try:
+        adapter = diagnostics.load_model(model, device)
+        report = diagnostics.explain(adapter, method=chosen, benchmark=benchmark, split=split, limit=limit,
+                                     image=image, question=question, label=label, batch_size=batch_size)
+    except (diagnostics.DiagnosticsError, RegistryError, FileNotFoundError) as exc:
+        _err(str(exc))
+        raise typer.Exit(2)
+    typer.echo(diagnostics.format_report(report, model))
+    if out is not None:
+        write_atomic(out, json.dumps(report, indent=1, sort_keys=True) + "\n")
+        typer.echo(f"report written to {out}")
+
+
+@app.command()
 def train(
     out: Path = typer.Option(None, help="Checkpoint folder to write (default: the committed default checkpoint)."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file with TrainConfig fields (the rest default)."),

@@ -12,7 +12,9 @@ Which rows are edited depends on how the contrast stream runs (see
 :mod:`plugins.methods.contrastive`): ``main_rows`` are the rows edited in the forward passes of
 ``generate`` (with a joint contrast pass, these hold both streams), ``contrast_rows`` those
 edited in a separate contrast pass (inside :meth:`AttentionEdit.contrast_pass`). ``None`` edits
-no row of that pass.
+no row of that pass. Edits nest: inside another edit's block, a second one (the diagnostics'
+attention recorder inside PAI's amplification, say) applies after it, and observers see the
+probabilities both made.
 
 The image-token positions of every row are read from ``input_ids`` when a pass starts (a
 forward pre-hook on the LLaVA model), kept per pass, and extended with ``False`` as generated
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["AttentionEdit", "EDIT_IMPLEMENTATION"]
 
 EDIT_IMPLEMENTATION = "alignscope-attention-edit"
-_ACTIVE: list["AttentionEdit"] = []  # the innermost active edit is the one applied
+_ACTIVE: list["AttentionEdit"] = []  # active edits, outermost first; every one that touches a layer applies
 Edit = Callable[[int, torch.Tensor, torch.Tensor], Optional[torch.Tensor]]  # (layer, (b,H,Q,K), image mask (b,K)) → same
 
 
@@ -41,9 +43,9 @@ def _edited_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.models.llama.modeling_llama import repeat_kv
 
-    edit = _ACTIVE[-1] if _ACTIVE else None
     layer = getattr(module, "layer_idx", None)
-    if edit is None or not edit.touches(layer):
+    edits = [edit for edit in _ACTIVE if edit.touches(layer)]
+    if not edits:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
     key = repeat_kv(key, module.num_key_value_groups)  # (B, H, K, D)
@@ -51,9 +53,11 @@ def _edited_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Q, K)
     if attention_mask is not None:
         scores = scores + attention_mask[..., :key.shape[-2]]
-    scores = edit.apply(layer, scores, before_softmax=True)
+    for edit in edits:  # outermost first: an edit entered inside another sees its changes
+        scores = edit.apply(layer, scores, before_softmax=True)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    edit.apply(layer, probs, before_softmax=False)
+    for edit in edits:
+        edit.apply(layer, probs, before_softmax=False)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()  # (B, Q, H, D)
     return output, probs
 
