@@ -14,6 +14,13 @@
           vcd-a0.5: {use: vcd, alpha: 0.5}              # another label for the same plugin
         seeds: [0]
 
+**Seeds.** A cell's seed is passed to the benchmark (per-item random draws). A method with a
+``seed`` hyper-parameter of its own (a tuned method's training seed) gets the cell's seed there too
+unless the matrix sets it, so ``seeds: [0, 1, 2]`` means three independent training runs.
+**Shared cells.** Two experiments may list the same cell (a control arm common to several cause
+experiments) when everything about it is equal; it runs once. The same name with other settings
+is an error.
+
 **Fingerprint.** A cell's fingerprint is the SHA-256 of everything that determines its numbers:
 the method (registered name, resolved config, source of its module and bases), the model
 checkpoint's files, the benchmark split's data files, its answer parser and scorer source, the
@@ -29,6 +36,7 @@ the next run starts from the first unfinished cell.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import fnmatch
 import gzip
@@ -190,7 +198,7 @@ def expand(matrix: Matrix, only: Optional[str] = None) -> list[Cell]:
 
     cells: list[Cell] = []
     problems: list[str] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, Cell] = {}
     for exp in matrix.experiments:
         for label, params in exp.methods.items():
             plugin = (params or {}).get("use", label)
@@ -216,19 +224,32 @@ def expand(matrix: Matrix, only: Optional[str] = None) -> list[Cell]:
                         params = dict(params or {})
                         plugin = params.pop("use", label)
                         for seed in exp.seeds:
+                            cell_params = params
+                            if "seed" not in params and plugin in list_methods() and _has_seed(plugin):
+                                cell_params = {**params, "seed": seed}  # a training run per matrix seed
                             cell = Cell(exp.name, model, bench, split, _freeze(spec.options), label, plugin,
-                                        _freeze(params), seed)
+                                        _freeze(cell_params), seed)
                             if cell.name in seen:
-                                problems.append(f"cell {cell.name} appears in experiments {seen[cell.name]!r} and "
-                                                f"{exp.name!r}, expected each cell once (give one method another label)")
+                                if dataclasses.replace(seen[cell.name], experiment=exp.name) == cell:
+                                    continue  # the same cell shared by two experiments (a common control) runs once
+                                problems.append(f"cell {cell.name} appears in experiments {seen[cell.name].experiment!r} "
+                                                f"and {exp.name!r} with different settings, expected each cell once "
+                                                "(give one method another label)")
                                 continue
-                            seen[cell.name] = exp.name
+                            seen[cell.name] = cell
                             cells.append(cell)
     if problems:
         raise RunnerError("\n".join(dict.fromkeys(problems)))
     if only:
         cells = [c for c in cells if fnmatch.fnmatchcase(c.name, only) or fnmatch.fnmatchcase(c.name, f"*{only}*")]
     return cells
+
+
+def _has_seed(plugin: str) -> bool:
+    """Does the method have a ``seed`` hyper-parameter (a training seed)?"""
+    from plugins.registry import get_method
+
+    return "seed" in get_method(plugin).Config.model_fields
 
 
 # ---------------------------------------------------------------- fingerprints

@@ -171,8 +171,8 @@ def test_stale_cells_after_a_data_change(env, tmp_path):
     ("experiments:\n  - name: x\n    models: [m]\n    benchmarks: {world-pope: null}\n    methods: {baselin: {}}",
      "unknown method 'baselin'; did you mean 'baseline'?"),
     ("experiments:\n  - name: x\n    models: [m]\n    benchmarks: {world-pope: null}\n    methods: {baseline: {}}\n"
-     "  - name: y\n    models: [m]\n    benchmarks: {world-pope: [random]}\n    methods: {baseline: {}}",
-     "cell m/world-pope/random/baseline/seed0 appears in experiments 'x' and 'y'"),
+     "  - name: y\n    models: [m]\n    benchmarks: {world-pope: [random]}\n    methods: {baseline: {use: vcd}}",
+     "cell m/world-pope/random/baseline/seed0 appears in experiments 'x' and 'y' with different settings"),
     ("experiments: [\n", "YAML syntax error"),
 ])
 def test_bad_matrices_fail_with_located_messages(tmp_path, matrix, message):
@@ -182,6 +182,21 @@ def test_bad_matrices_fail_with_located_messages(tmp_path, matrix, message):
         runner.expand(runner.load_matrix(path))
     assert message in str(err.value)
     assert str(path) in str(err.value) or "unknown" in message or "appears" in message
+
+
+def test_a_cell_shared_by_two_experiments_runs_once_and_training_seeds_follow_the_cell(tmp_path):
+    path = tmp_path / "reproduce.yaml"
+    path.write_text("experiments:\n"
+                    "  - name: x\n    models: [m]\n    benchmarks: {world-pope: [random]}\n"
+                    "    methods: {control: {use: lrv}, fixed: {use: lrv, seed: 5}}\n    seeds: [0, 1]\n"
+                    "  - name: y\n    models: [m]\n    benchmarks: {world-pope: [random, popular]}\n"
+                    "    methods: {control: {use: lrv}}\n    seeds: [0, 1]\n")
+    cells = runner.expand(runner.load_matrix(path))
+    names = [c.name for c in cells]
+    assert len(names) == len(set(names)) == 6  # x: 2 labels x 2 seeds; y adds popular only
+    seeds = {c.name: dict(c.config).get("seed") for c in cells}
+    assert seeds["m/world-pope/random/control/seed1"] == "1"  # frozen JSON of the cell's seed
+    assert seeds["m/world-pope/random/fixed/seed1"] == "5"  # a seed the matrix sets is kept
 
 
 def test_a_missing_checkpoint_fails_its_cells_only_and_says_where_it_looked(env, tmp_path):

@@ -118,11 +118,14 @@ def fine_tune(model: "LlavaAdapter", name: str, stage: StageConfig, seed: int,
               evaluate: Callable[[torch.nn.Module, Optional[torch.nn.Module]], dict[str, float]], *,
               make_heads: Optional[Callable[[], torch.nn.Module]] = None,
               after_step: Optional[Callable[[Optional[torch.nn.Module]], None]] = None,
+              prepare_policy: Optional[Callable[[torch.nn.Module], None]] = None,
               progress: bool = True) -> TuningRun:
     """Train a copy of ``model.model`` for ``stage.steps`` steps of ``make_loss(policy, heads)(step)``.
 
     ``make_heads`` builds extra trainable modules that are not part of the model (HACL's
-    projections); they are trained alongside and discarded. ``evaluate(policy, heads)`` is called
+    projections); they are trained alongside and discarded. ``prepare_policy(policy)`` may change the
+    copy before anything else runs (re-initialise or freeze parts of it; seeded like the rest); only
+    parameters that still require grad are trained. ``evaluate(policy, heads)`` is called
     before and after training (without gradients) and its numbers go into the stats as
     ``<key>_before`` / ``<key>_after``. The adapter's own model is never modified.
     """
@@ -130,6 +133,8 @@ def fine_tune(model: "LlavaAdapter", name: str, stage: StageConfig, seed: int,
         torch.manual_seed(seed)
         policy = copy.deepcopy(model.model)
         policy.requires_grad_(True)
+        if prepare_policy is not None:
+            prepare_policy(policy)
         heads = make_heads() if make_heads is not None else None
         trainable = torch.nn.ModuleDict({"policy": policy, **({"heads": heads} if heads is not None else {})})
         trainable.eval()
@@ -353,8 +358,13 @@ def train_contrastive(model: "LlavaAdapter", images: Sequence[np.ndarray], examp
 # ---------------------------------------------------------------- LRV: instruction tuning
 
 def train_instructions(model: "LlavaAdapter", images: Sequence[np.ndarray], examples: Sequence["Instruction"],
-                       stage: StageConfig, *, seed: int = 0, progress: bool = True) -> TuningRun:
-    """Instruction tuning: :func:`plugins.tuning.losses.sft_loss` on ``stage.batch_size`` shuffled examples per step."""
+                       stage: StageConfig, *, seed: int = 0, name: str = "instruction tuning",
+                       prepare_policy: Optional[Callable[[torch.nn.Module], None]] = None,
+                       progress: bool = True) -> TuningRun:
+    """Instruction tuning: :func:`plugins.tuning.losses.sft_loss` on ``stage.batch_size`` shuffled examples per step.
+
+    ``prepare_policy`` is passed to :func:`fine_tune` (re-initialise or freeze parts before training).
+    """
     encoder = SequenceEncoder(model, images)
     encoded = [encoder.example(e.image, e.prompt, e.answer) for e in examples]
     eval_set = encoded[:EVAL_ITEMS]
@@ -372,7 +382,7 @@ def train_instructions(model: "LlavaAdapter", images: Sequence[np.ndarray], exam
         batch = encoder.batch(eval_set)
         return {"eval_loss": round(float(sft_loss(_logits(policy, batch), batch["labels"])), 6)}
 
-    run = fine_tune(model, "instruction tuning", stage, seed, make_loss, evaluate, progress=progress)
+    run = fine_tune(model, name, stage, seed, make_loss, evaluate, prepare_policy=prepare_policy, progress=progress)
     run.stats.update(objective="sft", examples=len(examples), negative_examples=sum(e.negative for e in examples),
                      images=len(images))
     return run
