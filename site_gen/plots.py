@@ -88,3 +88,48 @@ def stacked_bars_svg(counts: dict[str, dict[int, int]], title: str, ylabel: str)
         if counts:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
         return _svg(fig)
+
+
+def paired_svg(rows: Sequence[tuple[int, float, float]], control: str, treated: str, title: str, ylabel: str) -> str:
+    """One line per seed from its control value to its treated value, with the two means as bars.
+
+    >>> svg = paired_svg([(0, 1.0, 2.0), (1, 1.5, 2.5)], "neutral", "biased", "t", "y")
+    >>> svg.startswith("<?xml") and "seed 1" in svg
+    True
+    """
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.2, 3.4))
+        for i, (seed, a, b) in enumerate(rows):
+            ax.plot([0, 1], [a, b], color=PALETTE[i % len(PALETTE)], marker="o", markersize=4, linewidth=1,
+                    label=f"seed {seed}", zorder=3)
+        for x, values in ((0, [r[1] for r in rows]), (1, [r[2] for r in rows])):
+            mean = sum(values) / len(values)
+            ax.hlines(mean, x - 0.15, x + 0.15, color="#212121", linewidth=2, zorder=4)
+        ax.set_xticks([0, 1], [_text(control), _text(treated)])
+        ax.set_xlim(-0.4, 1.4)
+        ax.set_title(_text(title), fontsize=9)
+        ax.set_ylabel(_text(ylabel))
+        ax.grid(True, axis="y", color="#eeeeee", zorder=0)
+        ax.legend(loc="best", frameon=False, fontsize=7)
+        return _svg(fig)
+
+
+def lines_svg(series: dict[str, Sequence[float]], first: int, title: str, xlabel: str, ylabel: str) -> str:
+    """One line per named series over consecutive integer x values starting at ``first``.
+
+    >>> lines_svg({"baseline": [0.5, 0.3]}, 1, "t", "layer", "share").count("baseline") >= 1
+    True
+    """
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.6, 3.6))
+        for i, (name, values) in enumerate(series.items()):
+            xs = list(range(first, first + len(values)))
+            ax.plot(xs, list(values), color=PALETTE[i % len(PALETTE)], marker="o", markersize=3,
+                    linewidth=2.2 if name == "baseline" else 1, label=_text(name), zorder=3)
+        ax.set_xticks(list(range(first, first + max(len(v) for v in series.values()))))
+        ax.set_title(_text(title), fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(_text(ylabel))
+        ax.grid(True, color="#eeeeee", zorder=0)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7)
+        return _svg(fig)

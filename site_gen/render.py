@@ -22,9 +22,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from plugins.api import BASELINE, ResultRecord
 
+from .causes import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_BENCHMARK, cause_arms, cause_results, diagnostics_tables, layer_series
 from .graph import build_graph
 from .load import KnowledgeBase
-from .plots import pareto_svg, stacked_bars_svg
+from .plots import lines_svg, paired_svg, pareto_svg, stacked_bars_svg
 from .reproduced import effect_summary, method_effects, reproduction_tables, side_by_side
 from .schema import Paper
 from .tables import coverage_families_causes, coverage_methods_levels, survey_table1, survey_table2, survey_table3
@@ -92,7 +93,11 @@ class Renderer:
                  results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset()):
         self.kb = kb
         self.repo_edit_url = repo_edit_url
-        self.results = list(results)
+        # Method results feed the tables beside the survey's methods; arms of cause experiments and
+        # diagnostics records have pages of their own (site_gen.causes).
+        arms = cause_arms(kb)
+        self.all_results = list(results)
+        self.results = [r for r in results if r.method not in arms and r.benchmark != DIAGNOSTICS_BENCHMARK]
         self.stale_cells = stale_cells
         self.env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),
@@ -163,7 +168,7 @@ class Renderer:
     # ------------------------------------------------------------ pages
     def build(self) -> dict[str, str]:
         kb = self.kb
-        self.render("index.md", "home.html.j2", "AlignScope", counts=kb.counts(), n_reproduced=len(self.results))
+        self.render("index.md", "home.html.j2", "AlignScope", counts=kb.counts(), n_reproduced=len(self.all_results))
         self.render("taxonomy/index.md", "taxonomy_index.html.j2", "Taxonomy", roots=sorted(k for k, v in kb.parent.items() if v is None))
         for full, node in sorted(kb.taxonomy.items()):
             page = taxonomy_page(full)
@@ -227,9 +232,33 @@ class Renderer:
                     points, f"Reproduced: {t.model}, {t.benchmark} {split}", "seconds per input (measured)", "accuracy, % (measured)"))
         self.render("reproduction.md", "reproduction.html.j2", "Reproduction", wide=True, tables=tables, pairs=side_by_side(kb, tables),
                     plots=repro_plots, baseline=BASELINE)
+        self._causes_and_diagnostics()
         self.assets["assets/graph.json"] = json.dumps(self._graph_data(), ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n"
         self.render("graph.md", "graph.html.j2", "Graph explorer", wide=True, types=EXPLORER_TYPES)
         return self.pages
+
+    def _causes_and_diagnostics(self) -> None:
+        causes = cause_results(self.kb, self.all_results, self.stale_cells)
+        plots = {}
+        for c in causes:
+            if c.rows:
+                plots[c.anchor] = self.plot(f"cause-{c.anchor}", paired_svg(
+                    [(row.seed, row.control, row.treated) for row in c.rows], c.experiment.control, c.experiment.treated,
+                    f"{c.node.name}: {c.experiment.treated} vs {c.experiment.control}", c.measure_text))
+        self.render("causes.md", "causes.html.j2", "Causes as experiments", wide=True, causes=causes, plots=plots)
+        arms = cause_arms(self.kb)
+        tables = diagnostics_tables(self.all_results, arms, self.stale_cells)
+        layer_plots = {}
+        for t in tables:
+            for prefix, label in (("image_attention", "share of attention on image tokens"),
+                                  ("lens_logp", "log p(answer) read at the layer")):
+                series = layer_series(t, prefix)
+                if series:
+                    first = 1 if prefix == "image_attention" else 0  # attention is per decoder layer, the lens per hidden state
+                    layer_plots[(t.split, prefix)] = self.plot(f"diagnostics-{t.model}-{t.split}-{prefix}", lines_svg(
+                        series, first, f"{t.model}, {t.split}: {label}", "layer", label))
+        self.render("diagnostics.md", "diagnostics.html.j2", "Diagnostics", wide=True, tables=tables,
+                    columns=DIAGNOSTIC_COLUMNS, layer_plots=layer_plots)
 
     def results_for(self, field: str, value: str) -> list[tuple[str, object]]:
         """Reported results ``(paper id, result)`` whose ``field`` (method, benchmark or model) equals ``value``."""

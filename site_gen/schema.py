@@ -90,6 +90,26 @@ NoRepeats = AfterValidator(_no_repeats)
 # ---------------------------------------------------------------- taxonomy
 
 
+class Measure(Record):
+    """One number of a reproduced record: a benchmark split's metric."""
+
+    benchmark: Slug = Field(description="Benchmark name as in results, e.g. world-pope.")
+    split: Slug
+    metric: MetricName
+
+
+class CauseExperiment(Record):
+    """How AlignScope tests a cause: two arms of plugins/reproduce.yaml, compared per training seed."""
+
+    experiment: Slug = Field(description="The experiment's name in plugins/reproduce.yaml.")
+    control: Slug = Field(description="Method label of the arm without the cause.")
+    treated: Slug = Field(description="Method label of the arm with the cause.")
+    measure: Measure = Field(description="The effect is treated minus control on this number (per seed) ...")
+    minus: Optional[Measure] = Field(None, description="... minus this one, when the effect is a gap (e.g. random minus adversarial accuracy).")
+    expect: Literal["increase", "decrease"] = Field(description="What the survey predicts the cause does to the measure.")
+    hypothesis: Summary = Field(description="The prediction, in our own words.")
+
+
 class TaxonomyNode(Record):
     """One concept of the survey's taxonomy; its full ID is its parent's ID + ``/`` + ``id``."""
 
@@ -99,6 +119,7 @@ class TaxonomyNode(Record):
     summary: Summary = Field(description="What the concept means, in our own words.")
     section: Optional[ShortText] = Field(None, description="Where the survey discusses it, e.g. '3.2.2' or 'Appendix E'.")
     references: Annotated[list[Slug], NoRepeats] = Field(default_factory=list, description="Paper IDs the survey cites for this concept.")
+    experiments: list[CauseExperiment] = Field(default_factory=list, description="For a cause: reproduced experiments that test it.")
     children: list["TaxonomyNode"] = Field(default_factory=list)
 
 

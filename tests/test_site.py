@@ -107,7 +107,7 @@ def test_strict_build_of_the_repository(repo_copy):
         assert (site / "methods" / mid / "index.html").is_file(), mid
     n_md = sum(1 for p in pages if p.endswith(".md"))
     n_records = len(kb.taxonomy) + len(kb.papers) + len(kb.methods) + len(kb.benchmarks) + len(kb.models)
-    assert n_md == 10 + n_records  # 10 index pages (nav), one page per record
+    assert n_md == 12 + n_records  # 12 index pages (nav), one page per record
     table = (site / "tables" / "index.html").read_text()
     assert '<td data-split="popular" data-metric="f1"></td>' in table  # SID's empty cell stays empty
     assert '<td data-split="adversarial" data-metric="precision">94.1</td>' in table
@@ -203,3 +203,34 @@ def test_generation_rewrites_only_what_changed(mini_kb):
     docs(mini_kb)
     assert target.stat().st_mtime_ns == before - 10**9  # unchanged page not rewritten (live preview reloads less)
     assert not stray.exists()  # pages of deleted records disappear
+
+
+def test_cause_experiments_get_effects_with_intervals_and_stay_out_of_method_tables(repo_copy):
+    from site_gen.render import generate_docs
+
+    def arm(label: str, seed: int, yes: float):
+        r = _result(label, "random", 0.7, seed=seed)
+        return r.model_copy(update={"benchmark": "world-pope", "metrics": {**r.metrics, "yes_ratio": yes}})
+
+    # yes-ratio of the neutral and yes-biased arms per seed: effects +30, +40, +35 points
+    records = [arm("neutral", 0, 0.50), arm("yes-biased", 0, 0.80), arm("neutral", 1, 0.45), arm("yes-biased", 1, 0.85),
+               arm("neutral", 2, 0.50), arm("yes-biased", 2, 0.85), arm("yes-biased", 3, 0.9)]  # seed 3 has no control
+    diag = _result("baseline", "pope-adversarial", 0.7)
+    diag = diag.model_copy(update={"benchmark": "world-diagnostics", "metrics": {
+        "accuracy": 0.7, "vd_blank": 0.52, "image_attention_mean": 0.33, "image_attention_l0": 0.5, "image_attention_l1": 0.2,
+        "lens_logp_l0": -2.0, "lens_logp_l1": -1.0, "lens_logp_l2": -0.3}})
+    kb, _ = load_knowledge_base(repo_copy)
+    generate_docs(kb, repo_copy, results=records + [diag, _result("baseline", "random", 0.75)])
+    docs = repo_copy / DOCS_DIR
+    causes = (docs / "causes.md").read_text()
+    row = causes[causes.index("neutral → yes-biased"):]
+    row = row[:row.index("</tr>")]
+    # mean +35.00, sd 5, t(2) = 4.303: half-width 4.303 * 5 / sqrt(3) = 12.42
+    assert ">3<" in row and "+35.00" in row and "[+22.58, +47.42]" in row and "confirmed" in row
+    assert "Not run yet" in causes  # the other causes have no records here
+    assert (docs / "plots" / "cause-cause-data-imbalance--cause-imbalance.svg").is_file()
+    reproduction = (docs / "reproduction.md").read_text()
+    assert "yes-biased" not in reproduction and "world-diagnostics" not in reproduction and "75.0" in reproduction
+    diagnostics = (docs / "diagnostics.md").read_text()
+    assert "pope-adversarial" in diagnostics and "0.520" in diagnostics and "70.0" in diagnostics
+    assert (docs / "plots" / "diagnostics-tiny-test-model-pope-adversarial-lens_logp.svg").is_file()
