@@ -192,3 +192,15 @@ def layer_series(table: DiagnosticsTable, prefix: str) -> dict[str, list[float]]
         if keys:
             out[method] = [means[k] for k in keys]
     return out
+
+
+def method_diagnostics(tables: list[DiagnosticsTable], method: str) -> list[tuple[str, str, dict[str, float], dict[str, float]]]:
+    """Per diagnostics table holding both: (model, split, baseline's means, the method's means)."""
+    from plugins.api import BASELINE
+
+    out = []
+    for t in tables:
+        rows = {name: means for name, means, _ in t.rows}
+        if method != BASELINE and method in rows and BASELINE in rows:
+            out.append((t.model, t.split, rows[BASELINE], rows[method]))
+    return out

@@ -22,7 +22,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from plugins.api import BASELINE, ResultRecord
 
-from .causes import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_BENCHMARK, cause_arms, cause_results, diagnostics_tables, layer_series
+from .causes import (DIAGNOSTIC_COLUMNS, DIAGNOSTICS_BENCHMARK, cause_arms, cause_results, diagnostics_tables, layer_series,
+                     method_diagnostics)
 from .graph import build_graph
 from .load import KnowledgeBase
 from .plots import lines_svg, paired_svg, pareto_svg, stacked_bars_svg
@@ -200,11 +201,22 @@ class Renderer:
             for e in rec.extends:
                 extended_by.setdefault(e, []).append(x)
         tables = reproduction_tables(self.results, self.stale_cells)
+        diag_tables = diagnostics_tables(self.all_results, cause_arms(kb), self.stale_cells)
         for mid, m in sorted(kb.methods.items()):
             effects = method_effects(self.results, mid, self.stale_cells)
-            self.render(record_page("method", mid), "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"],
+            page = record_page("method", mid)
+            diag = method_diagnostics(diag_tables, mid)
+            diag_plot = None
+            for t in diag_tables:
+                series = {k: v for k, v in layer_series(t, "image_attention").items() if k in (BASELINE, mid)}
+                if t.split == "pope-adversarial" and mid in series and BASELINE in series:
+                    diag_plot = self.plot(f"diagnostics-{t.model}-{t.split}-image_attention-{mid}", lines_svg(
+                        series, 1, f"{t.model}, {t.split}: attention to image tokens", "decoder layer",
+                        "share of attention on image tokens"))
+            self.render(page, "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"],
                         reported=self.results_for("method", mid), reproduced=self.reproduced_for("method", mid),
-                        extended_by=extended_by.get(mid, []), effects=effects, effect_summary=effect_summary(effects))
+                        extended_by=extended_by.get(mid, []), effects=effects, effect_summary=effect_summary(effects),
+                        diag=diag, diag_plot=diag_plot)
         self.render("benchmarks/index.md", "benchmarks_index.html.j2", "Benchmarks", benchmarks=sorted(kb.benchmarks.values(), key=lambda b: b.name.lower()))
         for bid, b in sorted(kb.benchmarks.items()):
             self.render(record_page("benchmark", bid), "benchmark.html.j2", b.name, b=b, paper=kb.introduced_by[f"benchmark:{bid}"],

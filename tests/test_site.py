@@ -220,7 +220,8 @@ def test_cause_experiments_get_effects_with_intervals_and_stay_out_of_method_tab
         "accuracy": 0.7, "vd_blank": 0.52, "image_attention_mean": 0.33, "image_attention_l0": 0.5, "image_attention_l1": 0.2,
         "lens_logp_l0": -2.0, "lens_logp_l1": -1.0, "lens_logp_l2": -0.3}})
     kb, _ = load_knowledge_base(repo_copy)
-    generate_docs(kb, repo_copy, results=records + [diag, _result("baseline", "random", 0.75)])
+    vcd_diag = diag.model_copy(update={"method": "vcd", "metrics": {**diag.metrics, "vd_blank": 3.5, "accuracy": 0.69}})
+    generate_docs(kb, repo_copy, results=records + [diag, vcd_diag, _result("baseline", "random", 0.75)])
     docs = repo_copy / DOCS_DIR
     causes = (docs / "causes.md").read_text()
     row = causes[causes.index("neutral → yes-biased"):]
@@ -234,3 +235,6 @@ def test_cause_experiments_get_effects_with_intervals_and_stay_out_of_method_tab
     diagnostics = (docs / "diagnostics.md").read_text()
     assert "pope-adversarial" in diagnostics and "0.520" in diagnostics and "70.0" in diagnostics
     assert (docs / "plots" / "diagnostics-tiny-test-model-pope-adversarial-lens_logp.svg").is_file()
+    vcd = (docs / "methods" / "vcd.md").read_text()
+    assert "Why: diagnostics beside the baseline" in vcd and "0.520 → 3.500" in vcd and "70.0 → 69.0" in vcd
+    assert (docs / "plots" / "diagnostics-tiny-test-model-pope-adversarial-image_attention-vcd.svg").is_file()
