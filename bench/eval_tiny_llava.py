@@ -7,7 +7,9 @@ Loads the checkpoint with plain ``AutoProcessor`` / ``LlavaForConditionalGenerat
 world's question benchmarks (POPE protocol with random / popular / adversarial negatives, colour
 questions, relation questions: :mod:`plugins.models.quick_eval`) greedily, scores with the official
 POPE parser, and prints accuracy, F1 and yes-ratio next to the misalignment-profile targets
-(POPE random >= 85 %, adversarial >= 5 points below it; LLaVA-1.5-7B: 88.4 / 84.8 / 77.9 %).
+(POPE random >= 85 %, adversarial >= 5 points below it; LLaVA-1.5-7B: 88.4 / 84.8 / 77.9 %), then
+the caption-hallucination figures (CHAIR_s, CHAIR_i and their attribute and relation analogues,
+object recall) and the representation-alignment figures (cosine margin, mutual k-NN, linear CKA).
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def main() -> int:
     model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint).eval()
     world = world_of(args.checkpoint)
     t0 = time.perf_counter()
-    results = evaluate(model, processor, world, limit=args.limit, batch_size=args.batch_size)
+    results = evaluate(model, processor, world, limit=args.limit, batch_size=args.batch_size, extras=True)
     print(f"{args.checkpoint} on the world test set {results['test_set']} ({results['n_questions']} questions, "
           f"{time.perf_counter() - t0:.0f} s, {args.threads} threads)")
     print(format_table(results))

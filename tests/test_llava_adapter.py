@@ -192,6 +192,36 @@ def test_a_repeated_image_is_encoded_once_with_the_same_answers(adapter, batch):
     assert together == [adapter.generate(repeated[i], max_new_tokens=8)[0] for i in range(5)]
 
 
+def test_a_shared_prompt_prefix_is_encoded_once_with_the_same_answers(adapter, batch):
+    """POPE-style questions (same image, prompts that differ at the end) and padded rows of their own:
+    the prompt pass encodes each shared prefix once, and every answer is what the row gets alone."""
+    images = [batch.images[0]] * 3 + [batch.images[1]] * 2 + [batch.images[2], None]
+    prompts = ["is there a cat ?", "is there a dog ?", "is there a circle ?",  # same length: same padding
+               "is there a cat ?", "is the square red ?", "is the cat red ?", "is there a cat ?"]
+    mixed = Batch(images=images, prompts=prompts)
+    calls = []
+    handle = adapter.model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    try:
+        shared = adapter.generate(mixed, max_new_tokens=6, batch_size=len(mixed))
+    finally:
+        handle.remove()
+
+    class PromptPassHook(Method):  # shares_prompt_prefixes is False: the prompt pass runs whole
+        pass
+
+    plain = adapter.generate(mixed, max_new_tokens=6, batch_size=len(mixed), method=PromptPassHook())
+    alone = [adapter.generate(mixed[i], max_new_tokens=6)[0] for i in range(len(mixed))]
+    assert shared == plain == alone
+    width = adapter.encode(mixed).prompt_length
+    (groups, prefix), (rows, rest) = calls[0], calls[1]
+    # The cheapest cut ends at "is": then image 0's three rows and image 1's two share a prefix (4 groups).
+    assert rows == len(mixed) and groups == 4
+    assert prefix + rest == width and rest == len("is there a cat ? ASSISTANT :".split()) - 1
+    distinct = Batch(images=random_images(2, seed=5), prompts=["what", "describe the image"])  # padded: no shared cut
+    assert adapter._shared_prefix_cache(adapter.encode(distinct)) is None  # nothing to share: the usual pass
+
+
 def test_forward_logits_do_not_depend_on_padding(adapter, batch):
     logits = adapter.forward(batch)  # (B, T, V)
     assert logits.shape[:2] == adapter.encode(batch).input_ids.shape and logits.shape[2] == len(VOCAB)

@@ -181,6 +181,23 @@ def test_pai_amplification_alone_changes_the_logits(adapter, batch):
         assert torch.allclose(adapter.next_token_logits(batch), plain, atol=1e-5)
 
 
+def test_attention_edits_see_the_prompt_image_tokens_at_every_decoding_step(adapter, batch):
+    """The image positions found at the prompt pass stay in force while later tokens are decoded.
+
+    A decoding step runs one new token on the key/value cache; if the edit mistook it for a new
+    prompt (the cache's keyword was renamed in transformers 5.24) it would see no image token
+    after the first step, and PAI's or SID's edits would silently stop after one token.
+    """
+    from plugins.methods.attention import AttentionEdit
+
+    per_row = [len(p) for p in adapter.encode(batch).image_token_positions()]
+    seen: list[list[int]] = []
+    with AttentionEdit(adapter, {0}, after=lambda layer, probs, image: seen.append(image.sum(dim=1).tolist())):
+        adapter.generate(batch, max_new_tokens=4, method=create_method("baseline"))
+    assert len(seen) >= 2, "decoding stopped after the prompt pass: the test needs several steps"
+    assert all(counts == per_row for counts in seen), seen
+
+
 @pytest.mark.parametrize("name", CONTRASTIVE)
 def test_joint_and_separate_passes_give_identical_answers(adapter, batch, name):
     method = create_method(name, {"lam": 0.5} if name == "m3id" else None)  # M3ID: a visible weight at step 1

@@ -229,11 +229,15 @@ def test_quick_eval_scores_a_checkpoint(processor, tmp_path):
 
     torch.manual_seed(0)
     model = build_llava(QUICK.model, build_vocab(WORLD), WORLD.image_size).eval()
-    results = evaluate(model, processor, WORLD, limit=12, data_dir=tmp_path, progress=False)
+    results = evaluate(model, processor, WORLD, limit=12, data_dir=tmp_path, progress=False, extras=True)
     assert set(results["pope"]) == {"random", "popular", "adversarial"}
+    assert results["caption"]["n"] == 12 and 0 <= results["caption"]["chair_i"] <= 1
+    assert -1 <= results["representation"]["cosine_margin_last"] <= 1
+    assert results["n_questions"] == 12 * 6  # yes/no questions only: 3 POPE, 2 attribute, 1 relation split
     assert set(results["attribute"]) == {"random", "adversarial"}
     m = results["pope"]["random"]
     assert m["n"] == 12 and m["tp"] + m["fn"] == 6  # the first two POPE images: 3 yes + 3 no each
-    assert "| POPE adversarial |" in format_table(results)
+    table = format_table(results)
+    assert "| POPE adversarial |" in table and "| chair_s |" in table and "| mutual_knn_last |" in table
     probe = presence_probe(model.model.vision_tower, WORLD, layer=-2, n_train=40, n_test=20, steps=5)
     assert 0 <= probe["accuracy"] <= 1

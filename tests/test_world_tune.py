@@ -34,3 +34,12 @@ def test_the_arm_is_trained_on_its_own_world(adapter, artifact_cache):
     assert stats["yes_share"] == 1.0 and stats["captions"] == 0
     assert stats["world_fingerprint"] == arm.world.fingerprint()
     assert create_method("world-tune", TINY).fingerprint_payload() != arm.fingerprint_payload()
+
+
+def test_with_both_towers_frozen_only_the_projector_trains(adapter, artifact_cache):
+    """freeze_vision + freeze_lm is the survey's stage 2 again: the tuned state holds projector tensors only."""
+    state = create_method("world-tune", {**TINY, "freeze_vision": True, "freeze_lm": True, "reset_projector": True,
+                                         "lr": 5e-3}).tuned(adapter)["state"]
+    assert state and all(".multi_modal_projector." in k for k in state), sorted(state)[:5]
+    original = adapter.model.state_dict()
+    assert any(not torch.equal(state[k], original[k]) for k in state)

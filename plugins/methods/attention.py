@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
+from plugins.models.llava import cache_argument
+
 if TYPE_CHECKING:
     from plugins.models.llava import LlavaAdapter
 
@@ -121,8 +123,8 @@ class AttentionEdit(contextlib.AbstractContextManager):
 
     def _record_image_tokens(self, module: Any, args: tuple, kwargs: dict) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if input_ids is not None and (kwargs.get("past_key_values") is None
-                                      or kwargs["past_key_values"].get_seq_length() == 0):
+        cache = cache_argument(kwargs)
+        if input_ids is not None and (cache is None or cache.get_seq_length() == 0):
             self.image_mask[self.stream] = input_ids == self.model.image_token_id  # (B, T)
 
     def __enter__(self) -> "AttentionEdit":

@@ -102,6 +102,10 @@ class Method:
     name: ClassVar[str] = ""  # the registered name, set by @register_method
     uses_modules: ClassVar[tuple[str, ...]] = ()  # other plugins.* modules whose code it runs (hashed into its fingerprint)
     Config: ClassVar[type[MethodConfig]] = MethodConfig  # frozen, extra="forbid"; defaults = official defaults
+    # True when the method's answers do not depend on how the prompt pass is batched — no input
+    # transform or logits processor, no hook that reads or edits rows by position (swapping weights
+    # in is fine): the adapter may then encode a prompt prefix that several items share once.
+    shares_prompt_prefixes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -18,5 +18,7 @@ from plugins.registry import register_method
 class Baseline(Method):
     """No intervention: the model's own greedy answer (the reference row of every table)."""
 
+    shares_prompt_prefixes = True
+
     class Config(MethodConfig):
         """No hyper-parameters."""

@@ -43,6 +43,7 @@ from pydantic import Field
 
 from plugins.methods.base import ForwardHooks, Method, MethodConfig
 from plugins.models.batch import Batch
+from plugins.models.llava import cache_keyword, output_cache
 
 if TYPE_CHECKING:
     from plugins.methods.attention import AttentionEdit
@@ -232,8 +233,8 @@ class SeparateContrastProcessor:
                 self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
                 position = self.mask.sum(dim=1, keepdim=True) - 1  # (B, 1)
                 out = self.model.model(input_ids=input_ids[:, -1:], attention_mask=self.mask, position_ids=position,
-                                       past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                                       **{cache_keyword(): self.cache}, use_cache=True)
+        self.cache = output_cache(out)
         combined = self.method.scores(scores, out.logits[:, -1], self.step)
         self.step += 1
         return combined

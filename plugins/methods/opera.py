@@ -56,6 +56,7 @@ from pydantic import Field
 
 from plugins.methods.attention import AttentionEdit
 from plugins.methods.base import ForwardHooks, Method, MethodConfig
+from plugins.models.llava import cache_argument, cache_keyword
 from plugins.registry import register_method
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class OperaProcessor:
         try:
             with self.edit.contrast_pass():
                 self.model.model.model(input_ids=candidates, attention_mask=mask, position_ids=position,
-                                       past_key_values=cache, use_cache=True)
+                                       **{cache_keyword(): cache}, use_cache=True)
         finally:
             self.state["candidate_pass"] = False
             for layer, (keys_, values_) in zip(cache.layers, kept):  # appending made new tensors; restore the old
@@ -229,7 +230,7 @@ class OPERA(Method):
 
         def keep_cache(module: Any, args: tuple, kwargs: dict) -> None:
             if not state["candidate_pass"]:
-                state["cache"] = kwargs.get("past_key_values")
+                state["cache"] = cache_argument(kwargs)
 
         self._edit = edit = AttentionEdit(model, {last}, after=keep_row, main_rows=slice(None), contrast_rows=slice(None))
         cache_hook = ForwardHooks().add(model.model.model, keep_cache, pre=True, with_kwargs=True)

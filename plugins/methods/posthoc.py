@@ -271,6 +271,7 @@ class WorldPostprocess(Method):
 
     Config: ClassVar[type[MethodConfig]] = WorldMethodConfig
     uses_modules: ClassVar[tuple[str, ...]] = SOURCE_MODULES  # the grammar and scenes its rules and detector rely on
+    shares_prompt_prefixes: ClassVar[bool] = True  # they only rewrite decoded text
 
     def __init__(self, config: Any = None):
         super().__init__(config)

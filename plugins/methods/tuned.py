@@ -160,6 +160,7 @@ class TunedMethod(Method):
 
     Config: ClassVar[type[TunedConfig]] = TunedConfig
     uses_modules: ClassVar[tuple[str, ...]] = WORLD_MODULES + TUNING_MODULES
+    shares_prompt_prefixes: ClassVar[bool] = True  # its only hook swaps weights in, for the shared prefix too
 
     def __init__(self, config: Any = None):
         super().__init__(config)

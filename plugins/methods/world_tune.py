@@ -15,8 +15,9 @@ tiny LLaVA), it continues end-to-end tuning (the survey's stage 3, as
   (object, attribute, relation) yes/no questions with random negatives, of which the share
   answered "yes" follows the world's ``yes_ratio``; one supervised example per caption or question;
 * ``reset_projector`` re-initialises the projector (seeded) and ``reset_vision`` the vision
-  tower; ``freeze_vision`` keeps the tower's weights fixed. A re-initialised, frozen tower is
-  the weakest encoder there is: the ability-gap arm.
+  tower; ``freeze_vision`` keeps the tower's weights fixed and ``freeze_lm`` the language
+  model's (with both frozen, only the projector trains: the survey's stage 2 again). A
+  re-initialised, frozen tower is the weakest encoder there is: the ability-gap arm.
 
 The cell's seed is the arm's ``seed`` (the runner fills it in), so seeds are independent training
 runs and a comparison gets a confidence interval. Training uses the instruction-tuning loop of
@@ -113,6 +114,7 @@ class WorldTune(TunedMethod):
         reset_projector: bool = False  # re-initialise the projector before tuning
         reset_vision: bool = False  # re-initialise the vision tower before tuning (with freeze_vision: the ability-gap arm)
         freeze_vision: bool = False  # keep the vision tower's weights fixed
+        freeze_lm: bool = False  # keep the language model's weights (and its LM head) fixed
 
     def train(self, model: "LlavaAdapter", progress: bool = True) -> "TuningRun":
         from plugins.models.data import build_world_data
@@ -135,7 +137,8 @@ class WorldTune(TunedMethod):
 
     def describe(self) -> str:
         c = self.config
-        parts = [f"seed {c.seed}"] + [k for k in ("reset_projector", "reset_vision", "freeze_vision") if getattr(c, k)]
+        parts = [f"seed {c.seed}"] + [k for k in ("reset_projector", "reset_vision", "freeze_vision", "freeze_lm")
+                                      if getattr(c, k)]
         return ", ".join(parts)
 
     def _prepare(self, policy: torch.nn.Module) -> None:
@@ -147,3 +150,6 @@ class WorldTune(TunedMethod):
             reinitialise(tower)
         if c.freeze_vision:
             tower.requires_grad_(False)
+        if c.freeze_lm:
+            policy.model.language_model.requires_grad_(False)
+            policy.get_output_embeddings().requires_grad_(False)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 import json
 import os
 import re
@@ -71,6 +72,34 @@ _GREEDY_CHANGING = {
     "begin_suppress_tokens": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
     "guidance_scale": None, "remove_invalid_values": False, "num_beams": 1, "do_sample": False,
 }
+
+
+def cache_keyword() -> str:
+    """The keyword under which this transformers release passes the key/value cache to a forward.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache``: calls still accept the old name
+    (with a deprecation warning), but forward hooks see only the name ``generate`` uses.
+    """
+    global _CACHE_KEYWORD
+    if _CACHE_KEYWORD is None:
+        from transformers import LlamaModel
+
+        _CACHE_KEYWORD = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+    return _CACHE_KEYWORD
+
+
+_CACHE_KEYWORD: Optional[str] = None
+
+
+def cache_argument(kwargs: dict) -> Any:
+    """The key/value cache among a forward call's keyword arguments (None if absent), under either name."""
+    return kwargs.get("cache", kwargs.get("past_key_values"))
+
+
+def output_cache(output: Any) -> Any:
+    """The key/value cache a model output returns, under either name (see :func:`cache_keyword`)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -437,7 +466,12 @@ class LlavaAdapter:
                 inputs = encoded.model_inputs(with_position_ids=False)  # generate derives them from the mask
                 if num_beams > 1 and not encoded.image_token_mask[:, -1].any():
                     inputs.pop("pixel_values", None)  # the image is in the prefix cache
-                    inputs["past_key_values"] = self._prefix_cache(encoded, num_beams)
+                    inputs[cache_keyword()] = self._prefix_cache(encoded, num_beams)
+                elif num_beams == 1 and (method is None or method.shares_prompt_prefixes):
+                    shared = self._shared_prefix_cache(encoded)
+                    if shared is not None:
+                        inputs.pop("pixel_values", None)  # every image token is in the shared prefix
+                        inputs[cache_keyword()] = shared
                 output = self.model.generate(
                     **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                     pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_id,
@@ -463,9 +497,55 @@ class LlavaAdapter:
         cache = DynamicCache(config=self.model.config)
         inputs = encoded.model_inputs()
         prefix = {key: value[:, :-1] for key, value in inputs.items() if key != "pixel_values"}
-        self.model(**prefix, pixel_values=inputs.get("pixel_values"), past_key_values=cache, use_cache=True,
+        self.model(**prefix, pixel_values=inputs.get("pixel_values"), **{cache_keyword(): cache}, use_cache=True,
                    logits_to_keep=1)
         cache.batch_repeat_interleave(num_beams)
+        return cache
+
+    def _shared_prefix_cache(self, encoded: EncodedBatch) -> Any:
+        """A key/value cache of the longest profitable prompt prefix, computed once per distinct prefix.
+
+        POPE asks six questions about every image, and a follow-up questioner seven that differ in
+        one word: rows with the same image and the same first L tokens (padding included) have the
+        same keys and values there, so one representative row per group is encoded and its cache
+        copied to the others; ``generate`` then runs only the last T − L tokens of every prompt.
+        L is chosen to minimise the encoded tokens (groups × L + rows × (T − L)), with every image
+        token inside the prefix and at least the last token outside. None when no two rows share
+        enough to save anything (then the prompt pass runs as usual).
+        """
+        from transformers import DynamicCache
+
+        ids, mask = encoded.input_ids, encoded.attention_mask  # (B, T)
+        rows, length = ids.shape
+        image_of = torch.full((rows,), -1, dtype=torch.long, device=ids.device)  # distinct image per row, -1: none
+        has_image = encoded.image_token_mask.any(dim=1)  # (B,)
+        if encoded.pixel_values is not None:
+            _, distinct = torch.unique(encoded.pixel_values.flatten(1), dim=0, return_inverse=True)  # (N,)
+            image_of[has_image] = distinct.to(ids.device)
+        positions = torch.arange(length, device=ids.device)
+        last_image = torch.where(encoded.image_token_mask, positions, -1).amax().item()  # the prefix must hold it
+        key = torch.cat([image_of[:, None], ids * 2 + mask], dim=1)  # (B, 1 + T): image, then tokens with their mask
+        best, best_cost = None, rows * length
+        for cut in range(last_image + 1, length):  # prefix = tokens [0, cut)
+            groups, inverse = torch.unique(key[:, :cut + 1], dim=0, return_inverse=True)
+            cost = len(groups) * cut + rows * (length - cut)
+            if cost < best_cost:
+                best, best_cost = (cut, inverse), cost
+        if best is None:
+            return None
+        cut, inverse = best
+        first = torch.full((int(inverse.max()) + 1,), rows, dtype=torch.long, device=ids.device)
+        first.scatter_reduce_(0, inverse, torch.arange(rows, device=ids.device), reduce="amin")  # (G,) a row per group
+        pixel_values = None
+        if encoded.pixel_values is not None:
+            pixel_rows = torch.cumsum(has_image.long(), 0) - 1  # row -> its index into pixel_values
+            with_image = first[has_image[first]]
+            pixel_values = encoded.pixel_values[pixel_rows[with_image]] if len(with_image) else None
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=ids[first, :cut], attention_mask=mask[first, :cut],
+                   position_ids=encoded.position_ids[first, :cut], pixel_values=pixel_values,
+                   **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
+        cache.batch_select_indices(inverse)  # cache row g (group g's representative) to every row of group g
         return cache
 
     def shared_image_features(self) -> contextlib.AbstractContextManager:

@@ -26,14 +26,21 @@ from plugins.world import SceneSampler, WorldConfig, render_batch
 
 EVAL_SPLIT = "test"  # the world's held-out scene stream
 PROBES = (("world-pope", "pope"), ("world-attribute", "attribute"), ("world-relation", "relation"))
+"""The yes/no probes: (registered benchmark, key in the results)."""
+EXTRAS = (("world-caption", "caption"), ("world-representation", "representation"))
+"""Free-form captions (CHAIR-style) and representation alignment: scored with ``extras=True``."""
+CAPTION_FIGURES = ("chair_s", "chair_i", "attr_chair_i", "rel_chair_i", "recall")
+REPRESENTATION_FIGURES = ("cosine_margin_last", "mutual_knn_last", "linear_cka_last")
 
 
 def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int] = None, batch_size: int = 64,
-             data_dir: Optional[Path] = None, progress: bool = True) -> dict[str, Any]:
+             data_dir: Optional[Path] = None, progress: bool = True, extras: bool = False) -> dict[str, Any]:
     """Baseline metrics of ``model`` on every split of the world's question benchmarks.
 
     ``limit`` keeps the first items of each split (smoke tests); ``None`` scores all of them.
-    Returns ``{"pope": {split: metrics}, "attribute": {split: metrics}, "relation": metrics, ...}``.
+    Returns ``{"pope": {split: metrics}, "attribute": {split: metrics}, "relation": metrics, ...}``;
+    with ``extras`` also ``"caption"`` (CHAIR-style figures of free-form captions) and
+    ``"representation"`` (image-text alignment inside the LM).
     """
     from plugins.methods.baseline import Baseline
     from plugins.models.llava import LlavaAdapter
@@ -46,7 +53,7 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
         options["world"] = world.model_dump(mode="json")
     results: dict[str, Any] = {}
     n_questions = 0
-    for name, key in PROBES:
+    for name, key in PROBES + (EXTRAS if extras else ()):
         bench = get_benchmark(name)(options, data_dir=data_dir)
         results[key] = {}
         for split in bench.splits:
@@ -55,9 +62,13 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
             metrics, _ = bench.evaluate(adapter, Baseline(), split, items, batch_size=batch_size, seed=0,
                                         progress=bar.update)
             bar.close()
-            results[key][split] = {k: (round(v, 4) if k in RATE_METRICS else int(v)) for k, v in metrics.items()}
-            n_questions += len(items)
+            yes_no = (name, key) in PROBES  # their other metrics are counts; the extras' are real numbers
+            results[key][split] = {k: (round(v, 4) if k in RATE_METRICS or not yes_no else int(v))
+                                   for k, v in metrics.items()}
+            n_questions += len(items) if yes_no else 0
     results["relation"] = results["relation"]["opposite"]
+    for _, key in EXTRAS if extras else ():
+        (results[key],) = results[key].values()  # one split each
     results.update(n_questions=n_questions, split=EVAL_SPLIT, parser=PARSER_NAME, decoding="greedy",
                    test_set=bench.test_set.manifest["version"], seconds=round(time.perf_counter() - t0, 1))
     return results
@@ -80,6 +91,16 @@ def format_table(results: dict[str, Any]) -> str:
     """A Markdown table of :func:`summary_rows`."""
     lines = ["| probe | accuracy % | F1 % | yes-ratio |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {name} | {acc:.1f} | {f1:.1f} | {yes:.2f} |" for name, acc, f1, yes in summary_rows(results)]
+    if "caption" in results:
+        c = results["caption"]
+        lines += ["", f"Captions ({int(c['n'])}, {c['mean_words']:.1f} words on average), % of mentions or captions:", "",
+                  "| " + " | ".join(CAPTION_FIGURES) + " |", "|" + " ---: |" * len(CAPTION_FIGURES),
+                  "| " + " | ".join(f"{100 * c[k]:.1f}" for k in CAPTION_FIGURES) + " |"]
+    if "representation" in results:
+        r = results["representation"]
+        lines += ["", "Representation alignment (last LM layer, image vs its caption):", "",
+                  "| " + " | ".join(REPRESENTATION_FIGURES) + " |", "|" + " ---: |" * len(REPRESENTATION_FIGURES),
+                  "| " + " | ".join(f"{r[k]:.3f}" for k in REPRESENTATION_FIGURES) + " |"]
     return "\n".join(lines)
 
 
