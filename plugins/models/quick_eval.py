@@ -53,7 +53,9 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
         options["world"] = world.model_dump(mode="json")
     results: dict[str, Any] = {}
     n_questions = 0
-    for name, key in PROBES + (EXTRAS if extras else ()):
+    extra = EXTRAS if extras else ()
+    for name, key in PROBES + extra:
+        yes_no = (name, key) in PROBES  # their other metrics are counts; the extras' are real numbers
         bench = get_benchmark(name)(options, data_dir=data_dir)
         results[key] = {}
         for split in bench.splits:
@@ -62,12 +64,11 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
             metrics, _ = bench.evaluate(adapter, Baseline(), split, items, batch_size=batch_size, seed=0,
                                         progress=bar.update)
             bar.close()
-            yes_no = (name, key) in PROBES  # their other metrics are counts; the extras' are real numbers
             results[key][split] = {k: (round(v, 4) if k in RATE_METRICS or not yes_no else int(v))
                                    for k, v in metrics.items()}
             n_questions += len(items) if yes_no else 0
     results["relation"] = results["relation"]["opposite"]
-    for _, key in EXTRAS if extras else ():
+    for _, key in extra:
         (results[key],) = results[key].values()  # one split each
     results.update(n_questions=n_questions, split=EVAL_SPLIT, parser=PARSER_NAME, decoding="greedy",
                    test_set=bench.test_set.manifest["version"], seconds=round(time.perf_counter() - t0, 1))
@@ -93,15 +94,19 @@ def format_table(results: dict[str, Any]) -> str:
     lines += [f"| {name} | {acc:.1f} | {f1:.1f} | {yes:.2f} |" for name, acc, f1, yes in summary_rows(results)]
     if "caption" in results:
         c = results["caption"]
-        lines += ["", f"Captions ({int(c['n'])}, {c['mean_words']:.1f} words on average), % of mentions or captions:", "",
-                  "| " + " | ".join(CAPTION_FIGURES) + " |", "|" + " ---: |" * len(CAPTION_FIGURES),
-                  "| " + " | ".join(f"{100 * c[k]:.1f}" for k in CAPTION_FIGURES) + " |"]
+        lines += _figure_table(f"Captions ({int(c['n'])}, {c['mean_words']:.1f} words on average), % of mentions or "
+                               "captions:", {k: f"{100 * c[k]:.1f}" for k in CAPTION_FIGURES})
     if "representation" in results:
         r = results["representation"]
-        lines += ["", "Representation alignment (last LM layer, image vs its caption):", "",
-                  "| " + " | ".join(REPRESENTATION_FIGURES) + " |", "|" + " ---: |" * len(REPRESENTATION_FIGURES),
-                  "| " + " | ".join(f"{r[k]:.3f}" for k in REPRESENTATION_FIGURES) + " |"]
+        lines += _figure_table("Representation alignment (last LM layer, image vs its caption):",
+                               {k: f"{r[k]:.3f}" for k in REPRESENTATION_FIGURES})
     return "\n".join(lines)
+
+
+def _figure_table(title: str, figures: dict[str, str]) -> list[str]:
+    """A titled one-row Markdown table: a column per figure, already formatted."""
+    return ["", title, "", "| " + " | ".join(figures) + " |", "|" + " ---: |" * len(figures),
+            "| " + " | ".join(figures.values()) + " |"]
 
 
 def presence_probe(vision_tower: Any, world: WorldConfig, layer: int, n_train: int = 2000, n_test: int = 500,
