@@ -219,7 +219,8 @@ def test_a_shared_prompt_prefix_is_encoded_once_with_the_same_answers(adapter, b
     assert rows == len(mixed) and groups == 4
     assert prefix + rest == width and rest == len("is there a cat ? ASSISTANT :".split()) - 1
     distinct = Batch(images=random_images(2, seed=5), prompts=["what", "describe the image"])  # padded: no shared cut
-    assert adapter._shared_prefix_cache(adapter.encode(distinct)) is None  # nothing to share: the usual pass
+    encoded = adapter.encode(distinct)
+    assert adapter._shared_prefix_plan(encoded, encoded.prompt_length - 1) is None  # nothing to share: the usual pass
 
 
 def test_forward_logits_do_not_depend_on_padding(adapter, batch):

@@ -10,7 +10,7 @@ from plugins.methods.opera import IMAGE_PHASE_TOKENS, OperaProcessor, column_sco
 from plugins.models.batch import Batch
 from plugins.registry import create_method, list_methods
 from tests.test_methods_contrastive import all_hooks
-from tests.tiny_llava import random_images
+from tests.tiny_llava import language_model_rows, pope_style_batch, random_images
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,18 @@ def test_answers_do_not_depend_on_the_batch_size(adapter, batch):
     method = create_method("opera", {"num_beams": 3, "scale_factor": 5.0})
     assert adapter.generate(batch, max_new_tokens=12, method=method, batch_size=1) == \
         adapter.generate(batch, max_new_tokens=12, method=method, batch_size=4)
+
+
+@pytest.mark.parametrize("name", ["opera", "beam"])
+def test_a_shared_prompt_prefix_leaves_beam_answers_unchanged(adapter, name):
+    """Three questions per image: the prompt prefix is encoded once per image (2 rows), then each
+    item's remaining tokens once, then its last token once per beam; answers are as alone."""
+    batch = pope_style_batch()
+    method = create_method(name, {"num_beams": 3, **({"scale_factor": 5.0} if name == "opera" else {})})
+    with language_model_rows(adapter) as rows:
+        together = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
+    assert rows[:3] == [2, len(batch), 3 * len(batch)], rows
+    assert together == [adapter.generate(batch[i], max_new_tokens=8, method=method)[0] for i in range(len(batch))]
 
 
 def test_the_model_is_unchanged_afterwards(adapter, batch):

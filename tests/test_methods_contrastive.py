@@ -14,7 +14,7 @@ from plugins.methods.sid import hidden_image_tokens
 from plugins.methods.vcd import add_diffusion_noise, diffusion_alpha_bar
 from plugins.models.batch import Batch
 from plugins.registry import create_method, list_methods
-from tests.tiny_llava import random_images
+from tests.tiny_llava import language_model_rows, pope_style_batch, random_images
 
 CONTRASTIVE = ["icd", "m3id", "pai", "ritual", "sid", "vcd"]
 NEG = float("-inf")
@@ -206,6 +206,26 @@ def test_joint_and_separate_passes_give_identical_answers(adapter, batch, name):
         method.joint_pass = joint
         answers[joint] = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=3)
     assert answers[True] == answers[False]
+
+
+@pytest.mark.parametrize("name", CONTRASTIVE)
+def test_shared_prompt_prefixes_leave_the_answers_unchanged(adapter, name):
+    """POPE-style rows (three questions per image): with a separate contrast pass the main stream
+    encodes one prefix per image (2 rows), unless an attention edit reads its rows (PAI); so does a
+    contrast stream with an image (ICD; VCD and RITUAL, whose noise and views are drawn per image),
+    unless an edit reads its rows (SID); a text-only one (M3ID, PAI) one prefix for all six. Answers
+    are the joint pass's and each row's alone."""
+    batch = pope_style_batch()
+    method = create_method(name, {"lam": 0.5} if name == "m3id" else None)
+    method.joint_pass = False
+    with language_model_rows(adapter) as rows:
+        separate = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
+    method.joint_pass = True
+    joint = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
+    alone = [adapter.generate(batch[i], max_new_tokens=8, method=method)[0] for i in range(len(batch))]
+    assert separate == joint == alone
+    assert rows.count(2) == (name != "pai") + (name in {"icd", "vcd", "ritual"}), rows
+    assert (1 in rows) == (name in {"m3id", "pai"}), rows
 
 
 @pytest.mark.parametrize("name", CONTRASTIVE)

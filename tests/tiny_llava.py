@@ -21,6 +21,8 @@ Reuse it from any test::
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,24 @@ def random_images(n: int, *, seed: int = 0, size: int = IMAGE_SIZE) -> list[np.n
     """``n`` seeded random uint8 images, each (size, size, 3)."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def pope_style_batch(seed: int = 11) -> "Batch":
+    """Three same-length questions on each of two images: rows that share an image and a prompt prefix."""
+    from plugins.models.batch import Batch
+
+    first, second = random_images(2, seed=seed)
+    return Batch(images=[first] * 3 + [second] * 3, prompts=["is there a cat ?", "is there a dog ?", "is there a circle ?"] * 2,
+                 seed=7)
+
+
+@contextlib.contextmanager
+def language_model_rows(adapter) -> Iterator[list[int]]:
+    """Within the block, the list collects the rows of every pass of the language model."""
+    rows: list[int] = []
+    handle = adapter.model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+    try:
+        yield rows
+    finally:
+        handle.remove()

@@ -102,9 +102,11 @@ class Method:
     name: ClassVar[str] = ""  # the registered name, set by @register_method
     uses_modules: ClassVar[tuple[str, ...]] = ()  # other plugins.* modules whose code it runs (hashed into its fingerprint)
     Config: ClassVar[type[MethodConfig]] = MethodConfig  # frozen, extra="forbid"; defaults = official defaults
-    # True when the method's answers do not depend on how the prompt pass is batched — no input
-    # transform or logits processor, no hook that reads or edits rows by position (swapping weights
-    # in is fine): the adapter may then encode a prompt prefix that several items share once.
+    # True when the method's answers do not depend on how the prompt pass is split and batched:
+    # no input transform that pairs rows, no hook that reads or edits a pass's rows or last position
+    # (swapping weights in, or steering every position alike, is fine), no logits processor that
+    # reads the prompt pass. The adapter may then encode a prompt prefix that several items share
+    # once. A property may decide per chunk (contrastive methods do).
     shares_prompt_prefixes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

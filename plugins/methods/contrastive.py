@@ -138,12 +138,23 @@ class ContrastiveMethod(Method):
         edit = getattr(self, "_edit", None)
         return edit.contrast_pass() if edit is not None else contextlib.nullcontext()
 
+    @property
+    def shares_prompt_prefixes(self) -> bool:  # type: ignore[override]
+        """True for the chunk being decoded when its main stream is plain greedy decoding.
+
+        That holds with a separate contrast pass (the logits processor reads only scores and
+        ``input_ids``) unless an attention edit touches the main stream's rows (PAI's does);
+        with a joint pass the rows of both streams are paired by position, so never.
+        """
+        return getattr(self, "_main_shares", False)
+
     def hooks(self, model: "LlavaAdapter", batch: Batch):
         stack = contextlib.ExitStack()
         hooks = ForwardHooks()
         n = getattr(self, "_chunk", len(batch))
         joint = len(batch) == 2 * n
         self._edit = self.attention_edit(model, n, joint)
+        self._main_shares = not joint and (self._edit is None or self._edit.rows["main"] is None)
         if self._edit is not None:
             stack.enter_context(self._edit)
         if joint and type(self).contrast_pixels is not ContrastiveMethod.contrast_pixels:
@@ -211,8 +222,9 @@ class JointContrastProcessor:
 class SeparateContrastProcessor:
     """Runs the contrast stream as its own forward pass per step, with its own KV cache.
 
-    The first call encodes the whole contrast prompt; later calls feed the token the main
-    stream chose last (``input_ids[:, -1]``), extending the contrast attention mask by one as
+    The first call encodes the whole contrast prompt (:meth:`LlavaAdapter.prompt_cache`: a prefix
+    that several rows share, such as ICD's image and instruction, once); later calls feed the
+    token the main stream chose last (``input_ids[:, -1]``), extending the contrast attention mask by one as
     ``generate`` does for the main stream, with positions counted from each row's first real
     token (left padding).
     """
@@ -228,13 +240,15 @@ class SeparateContrastProcessor:
             raise ValueError(f"got scores for {scores.shape[0]} rows, expected {len(self.encoded)}")
         with self.method.contrast_pass():
             if self.cache is None:
-                out = self.model.model(**self.encoded.model_inputs(), use_cache=True, logits_to_keep=1)
+                edit = getattr(self.method, "_edit", None)  # an edit of the contrast rows reads them by position
+                share = edit is None or edit.rows["contrast"] is None
+                self.cache, contrast = self.model.prompt_cache(self.encoded, share=share, logits=True)
             else:
                 self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
                 position = self.mask.sum(dim=1, keepdim=True) - 1  # (B, 1)
                 out = self.model.model(input_ids=input_ids[:, -1:], attention_mask=self.mask, position_ids=position,
                                        **{cache_keyword(): self.cache}, use_cache=True)
-        self.cache = output_cache(out)
-        combined = self.method.scores(scores, out.logits[:, -1], self.step)
+                self.cache, contrast = output_cache(out), out.logits[:, -1]
+        combined = self.method.scores(scores, contrast, self.step)
         self.step += 1
         return combined

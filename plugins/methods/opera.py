@@ -49,7 +49,7 @@ history follows the beams through their reordering without knowing the beam indi
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -198,6 +198,8 @@ class OperaProcessor:
 class BeamSearch(Method):
     """Plain beam search: OPERA's own baseline (the same search without the penalty)."""
 
+    shares_prompt_prefixes: ClassVar[bool] = True  # no hooks
+
     class Config(MethodConfig):
         num_beams: int = Field(5, ge=1)  # beams kept per item (OPERA's evaluation uses 5)
 
@@ -210,6 +212,8 @@ class OPERA(Method):
     """Beam search whose candidates pay for attention that piles up on a few answer tokens."""
 
     uses_modules = ("plugins.methods.attention",)  # reads the last layer's attention through it
+    # The penalty reads the attention of generated tokens and candidates only, never of the prompt pass.
+    shares_prompt_prefixes: ClassVar[bool] = True
 
     class Config(MethodConfig):
         num_beams: int = Field(5, ge=1)  # beam size (official 5)

@@ -13,7 +13,11 @@ torchvision's semantics): horizontal flip; vertical flip; rotation by an angle u
 factors uniform in [0, 2], hue shift uniform in [−0.5, 0.5], in random order); Gaussian blur
 (kernel 13, σ uniform in [1.5, 2]); random resized crop (area 8–100 %, aspect 3/4–4/3, resized
 back). Official defaults: α = 3 (``ritual_alpha_pos``), β = 0.1. The transform and its
-parameters come from ``batch.item_seed(i)``, so an item gets the same view alone or in a batch.
+parameters come from ``batch.image_seed(i)``, so an item gets the same view alone or in a batch.
+Deviation: the official code draws a transform per question; here it is drawn per image (and
+batch seed), so the six POPE questions about one image see the same view. Each question's view
+has the same distribution either way, and the questions' contrast prompts then share the image
+and their common prefix, which the adapter encodes once (:meth:`LlavaAdapter.prompt_cache`).
 Deviation: the blur kernel and crop act on the model's input size (64 px for the world model,
 336 px in the paper), so the same kernel blurs a small image relatively more.
 
@@ -144,7 +148,7 @@ class RITUAL(ContrastiveMethod):
         for i, image in enumerate(batch.images):
             if image is None:
                 raise ValueError(f"RITUAL needs an image for every item; item {batch.ids[i]!r} has none")
-            views.append(random_transform(image, np.random.default_rng(batch.item_seed(i)))[1])
+            views.append(random_transform(image, np.random.default_rng(batch.image_seed(i)))[1])
         return batch.replace(images=views)
 
     def combine(self, logits: torch.Tensor, contrast: torch.Tensor, step: int) -> torch.Tensor:

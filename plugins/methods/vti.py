@@ -77,7 +77,7 @@ vector operation per layer and token, no extra forward pass.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +153,9 @@ class VTI(SteeringMethod):
     """Visual and textual intervention: turn every layer's MLP output towards demo-set directions (Liu et al. 2024)."""
 
     artifact_kind = "vti-directions"
+    # The same shift at every text position and per image-token position inside the vision tower:
+    # a prompt prefix gets the same keys and values however the prompt pass is split.
+    shares_prompt_prefixes: ClassVar[bool] = True
 
     class Config(MethodConfig):
         """VTI's hyper-parameters; defaults from the official README run command and ``llm_layers.py``."""

@@ -121,3 +121,19 @@ class Batch:
         """A 63-bit seed for item ``i`` derived from ``(seed, ids[i])``, stable across processes."""
         digest = hashlib.sha256(f"{self.seed}:{self.ids[i]}".encode("utf-8")).digest()
         return int.from_bytes(digest[:8], "big") >> 1
+
+    def image_seed(self, i: int) -> int:
+        """A 63-bit seed derived from ``seed`` and item ``i``'s image (its pixels and shape), stable
+        across processes: items showing the same image get the same seed, whatever their ids.
+
+        >>> image = np.zeros((8, 8, 3), np.uint8)
+        >>> batch = Batch(images=[image, image.copy(), image + 1], prompts=["a", "b", "c"])
+        >>> batch.image_seed(0) == batch.image_seed(1) != batch.image_seed(2)
+        True
+        """
+        image = self.images[i]
+        if image is None:
+            raise ValueError(f"item {self.ids[i]!r} has no image, so it has no image seed")
+        pixels = np.ascontiguousarray(to_rgb_array(image, f"images[{i}]"))
+        digest = hashlib.sha256(f"{self.seed}:{pixels.shape}:".encode("utf-8") + pixels.tobytes()).digest()
+        return int.from_bytes(digest[:8], "big") >> 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import inspect
 import json
 import os
@@ -74,21 +75,16 @@ _GREEDY_CHANGING = {
 }
 
 
+@functools.cache
 def cache_keyword() -> str:
     """The keyword under which this transformers release passes the key/value cache to a forward.
 
     transformers 5.24 renamed ``past_key_values`` to ``cache``: calls still accept the old name
     (with a deprecation warning), but forward hooks see only the name ``generate`` uses.
     """
-    global _CACHE_KEYWORD
-    if _CACHE_KEYWORD is None:
-        from transformers import LlamaModel
+    from transformers import LlamaModel
 
-        _CACHE_KEYWORD = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
-    return _CACHE_KEYWORD
-
-
-_CACHE_KEYWORD: Optional[str] = None
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
 def cache_argument(kwargs: dict) -> Any:
@@ -464,14 +460,17 @@ class LlavaAdapter:
                 processors = processors + list(method.logits_processors(self, run))
             with torch.inference_mode():
                 inputs = encoded.model_inputs(with_position_ids=False)  # generate derives them from the mask
+                shares = method is None or method.shares_prompt_prefixes
                 if num_beams > 1 and not encoded.image_token_mask[:, -1].any():
                     inputs.pop("pixel_values", None)  # the image is in the prefix cache
-                    inputs[cache_keyword()] = self._prefix_cache(encoded, num_beams)
-                elif num_beams == 1 and (method is None or method.shares_prompt_prefixes):
-                    shared = self._shared_prefix_cache(encoded)
-                    if shared is not None:
+                    cache, _ = self.prompt_cache(encoded, encoded.prompt_length - 1, share=shares)
+                    cache.batch_repeat_interleave(num_beams)  # beams start from the same prompt
+                    inputs[cache_keyword()] = cache
+                elif num_beams == 1 and shares:
+                    plan = self._shared_prefix_plan(encoded, encoded.prompt_length - 1)
+                    if plan is not None:
                         inputs.pop("pixel_values", None)  # every image token is in the shared prefix
-                        inputs[cache_keyword()] = shared
+                        inputs[cache_keyword()] = self._encode_shared_prefix(encoded, plan)
                 output = self.model.generate(
                     **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                     pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_id,
@@ -484,60 +483,89 @@ class LlavaAdapter:
                                  f"{len(chunk)} strings")
         return texts
 
-    def _prefix_cache(self, encoded: EncodedBatch, num_beams: int) -> Any:
-        """The key/value cache of every prompt but its last token, computed once per item, one copy per beam.
+    def prompt_cache(self, encoded: EncodedBatch, end: Optional[int] = None, *, share: bool = True,
+                     logits: bool = False) -> tuple[Any, Optional[torch.Tensor]]:
+        """The key/value cache of every row's prompt tokens ``[0, end)`` (default: all T), and with
+        ``logits`` the (B, V) logits after token ``end − 1``.
 
-        ``generate`` would repeat each prompt ``num_beams`` times before encoding it; encoding it
-        once and repeating the cache gives the beams the same keys and values at a fraction of the
-        cost. ``generate`` then runs only each prompt's last token (transformers' documented reuse
-        of a prompt cache).
+        Beam search repeats each prompt once per beam before encoding it, and a separate contrast
+        stream encodes its prompts outside ``generate``: both take their cache from here. With
+        ``share``, rows that share an image and a prompt prefix encode it once
+        (:meth:`_shared_prefix_plan`), then every row runs the rest of its tokens on that cache.
+        ``end`` must not cut through the image tokens. Pass ``share=False`` for a method whose
+        hooks read or edit rows by position.
         """
+        length = encoded.prompt_length
+        end = length if end is None else end
+        if not 1 <= end <= length:
+            raise ValueError(f"end is {end}, expected 1 <= end <= {length} (the prompt length)")
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
-        inputs = encoded.model_inputs()
-        prefix = {key: value[:, :-1] for key, value in inputs.items() if key != "pixel_values"}
-        self.model(**prefix, pixel_values=inputs.get("pixel_values"), **{cache_keyword(): cache}, use_cache=True,
-                   logits_to_keep=1)
-        cache.batch_repeat_interleave(num_beams)
-        return cache
+        plan = self._shared_prefix_plan(encoded, end - 1 if logits else end) if share else None
+        if plan is None:
+            cache = DynamicCache(config=self.model.config)
+            start, pixel_values = 0, encoded.pixel_values
+        else:
+            cache, start, pixel_values = self._encode_shared_prefix(encoded, plan), plan[0], None
+        last = None
+        if start < end:
+            out = self.model(input_ids=encoded.input_ids[:, start:end], attention_mask=encoded.attention_mask[:, :end],
+                             position_ids=encoded.position_ids[:, start:end], pixel_values=pixel_values,
+                             **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
+            last = out.logits[:, -1]
+        return cache, (last if logits else None)
 
-    def _shared_prefix_cache(self, encoded: EncodedBatch) -> Any:
-        """A key/value cache of the longest profitable prompt prefix, computed once per distinct prefix.
+    def _shared_prefix_plan(self, encoded: EncodedBatch, limit: int) -> Optional[tuple[int, torch.Tensor]]:
+        """(L, group of each row) for the most profitable shared prefix of at most ``limit`` tokens, or None.
 
         POPE asks six questions about every image, and a follow-up questioner seven that differ in
         one word: rows with the same image and the same first L tokens (padding included) have the
-        same keys and values there, so one representative row per group is encoded and its cache
-        copied to the others; ``generate`` then runs only the last T − L tokens of every prompt.
-        L is chosen to minimise the encoded tokens (groups × L + rows × (T − L)), with every image
-        token inside the prefix and at least the last token outside. None when no two rows share
-        enough to save anything (then the prompt pass runs as usual).
-        """
-        from transformers import DynamicCache
+        same keys and values there, so one representative row per group can be encoded and its
+        cache copied to the others. With G(L) groups, sharing saves (B − G(L)) × L encoded tokens;
+        L maximises that, with every image token inside the prefix. None when no two rows share
+        enough to save anything (then prompts are encoded as usual).
 
+        The search sorts the rows' keys (image, then tokens with their mask) once: in that order,
+        rows sharing a prefix are neighbours, and G(L) is one plus the number of neighbour pairs
+        that differ within the first L tokens.
+        """
         ids, mask = encoded.input_ids, encoded.attention_mask  # (B, T)
-        rows, length = ids.shape
+        rows = ids.shape[0]
+        if rows < 2:
+            return None
         image_of = torch.full((rows,), -1, dtype=torch.long, device=ids.device)  # distinct image per row, -1: none
-        has_image = encoded.image_token_mask.any(dim=1)  # (B,)
         if encoded.pixel_values is not None:
             _, distinct = torch.unique(encoded.pixel_values.flatten(1), dim=0, return_inverse=True)  # (N,)
-            image_of[has_image] = distinct.to(ids.device)
-        positions = torch.arange(length, device=ids.device)
-        last_image = torch.where(encoded.image_token_mask, positions, -1).amax().item()  # the prefix must hold it
-        key = torch.cat([image_of[:, None], ids * 2 + mask], dim=1)  # (B, 1 + T): image, then tokens with their mask
-        best, best_cost = None, rows * length
-        for cut in range(last_image + 1, length):  # prefix = tokens [0, cut)
-            groups, inverse = torch.unique(key[:, :cut + 1], dim=0, return_inverse=True)
-            cost = len(groups) * cut + rows * (length - cut)
-            if cost < best_cost:
-                best, best_cost = (cut, inverse), cost
-        if best is None:
+            image_of[encoded.image_token_mask.any(dim=1)] = distinct.to(ids.device)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        first_cut = int(torch.where(encoded.image_token_mask, positions, -1).amax()) + 1  # the prefix holds every image token
+        if first_cut > limit:
             return None
-        cut, inverse = best
+        key = torch.cat([image_of[:, None], ids[:, :limit] * 2 + mask[:, :limit]], dim=1)  # (B, 1 + limit)
+        ordered = torch.unique(key, dim=0)  # (U, 1 + limit), sorted rows
+        differ = (ordered[1:] != ordered[:-1]).long().argmax(dim=1)  # (U − 1,) first column where neighbours differ
+        cuts = torch.arange(limit + 1, device=ids.device)  # prefix of L tokens = key columns [0, L]
+        groups = 1 + (differ[None, :] <= cuts[:, None]).sum(dim=1)  # (limit + 1,) G(L)
+        saved = (rows - groups) * cuts
+        saved[:first_cut] = 0
+        cut = int(saved.argmax())
+        if saved[cut] <= 0:
+            return None
+        _, inverse = torch.unique(key[:, :cut + 1], dim=0, return_inverse=True)  # (B,) group of each row
+        return cut, inverse
+
+    def _encode_shared_prefix(self, encoded: EncodedBatch, plan: tuple[int, torch.Tensor]) -> Any:
+        """A key/value cache of the first L tokens of every row: each group's representative encoded, then copied."""
+        from transformers import DynamicCache
+
+        cut, inverse = plan
+        ids, mask = encoded.input_ids, encoded.attention_mask
+        rows = ids.shape[0]
         first = torch.full((int(inverse.max()) + 1,), rows, dtype=torch.long, device=ids.device)
         first.scatter_reduce_(0, inverse, torch.arange(rows, device=ids.device), reduce="amin")  # (G,) a row per group
         pixel_values = None
         if encoded.pixel_values is not None:
+            has_image = encoded.image_token_mask.any(dim=1)  # (B,)
             pixel_rows = torch.cumsum(has_image.long(), 0) - 1  # row -> its index into pixel_values
             with_image = first[has_image[first]]
             pixel_values = encoded.pixel_values[pixel_rows[with_image]] if len(with_image) else None

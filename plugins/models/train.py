@@ -1,4 +1,4 @@
-"""Train the embedded tiny LLaVA with the survey's staged recipe (its Appendix A.1), on CPU, in minutes.
+r"""Train the embedded tiny LLaVA with the survey's staged recipe (its Appendix A.1), on CPU, in minutes.
 
 Stages (each a function below, each logged with a tqdm bar and a saved loss curve):
 
