@@ -27,7 +27,7 @@ from plugins.models.batch import Batch  # noqa: E402
 from plugins.models.llava import (CheckpointNotFoundError, LlavaAdapter, resolve_checkpoint,  # noqa: E402
                                   resolve_device, resolve_dtype)
 from plugins.registry import create_method, list_methods  # noqa: E402
-from tests.tiny_llava import IMAGE_SIZE, NUM_PATCHES, PATCH_SIZE, VOCAB, build_tiny_llava, random_images  # noqa: E402
+from tests.tiny_llava import IMAGE_SIZE, NUM_PATCHES, PATCH_SIZE, VOCAB, build_tiny_llava, language_model_passes, random_images  # noqa: E402
 
 # Prompts of different token lengths, so batching needs real (left) padding.
 PROMPTS = [
@@ -199,13 +199,8 @@ def test_a_shared_prompt_prefix_is_encoded_once_with_the_same_answers(adapter, b
     prompts = ["is there a cat ?", "is there a dog ?", "is there a circle ?",  # same length: same padding
                "is there a cat ?", "is the square red ?", "is the cat red ?", "is there a cat ?"]
     mixed = Batch(images=images, prompts=prompts)
-    calls = []
-    handle = adapter.model.model.language_model.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
-    try:
+    with language_model_passes(adapter) as calls:
         shared = adapter.generate(mixed, max_new_tokens=6, batch_size=len(mixed))
-    finally:
-        handle.remove()
 
     class PromptPassHook(Method):  # shares_prompt_prefixes is False: the prompt pass runs whole
         pass

@@ -10,7 +10,7 @@ from plugins.methods.opera import IMAGE_PHASE_TOKENS, OperaProcessor, column_sco
 from plugins.models.batch import Batch
 from plugins.registry import create_method, list_methods
 from tests.test_methods_contrastive import all_hooks
-from tests.tiny_llava import language_model_rows, pope_style_batch, random_images
+from tests.tiny_llava import language_model_passes, pope_style_batch, random_images
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,9 @@ def test_a_shared_prompt_prefix_leaves_beam_answers_unchanged(adapter, name):
     item's remaining tokens once, then its last token once per beam; answers are as alone."""
     batch = pope_style_batch()
     method = create_method(name, {"num_beams": 3, **({"scale_factor": 5.0} if name == "opera" else {})})
-    with language_model_rows(adapter) as rows:
+    with language_model_passes(adapter) as passes:
         together = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
+    rows = [r for r, _ in passes]
     assert rows[:3] == [2, len(batch), 3 * len(batch)], rows
     assert together == [adapter.generate(batch[i], max_new_tokens=8, method=method)[0] for i in range(len(batch))]
 

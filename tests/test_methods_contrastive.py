@@ -14,7 +14,7 @@ from plugins.methods.sid import hidden_image_tokens
 from plugins.methods.vcd import add_diffusion_noise, diffusion_alpha_bar
 from plugins.models.batch import Batch
 from plugins.registry import create_method, list_methods
-from tests.tiny_llava import language_model_rows, pope_style_batch, random_images
+from tests.tiny_llava import language_model_passes, pope_style_batch, random_images
 
 CONTRASTIVE = ["icd", "m3id", "pai", "ritual", "sid", "vcd"]
 NEG = float("-inf")
@@ -218,8 +218,9 @@ def test_shared_prompt_prefixes_leave_the_answers_unchanged(adapter, name):
     batch = pope_style_batch()
     method = create_method(name, {"lam": 0.5} if name == "m3id" else None)
     method.joint_pass = False
-    with language_model_rows(adapter) as rows:
+    with language_model_passes(adapter) as passes:
         separate = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
+    rows = [r for r, _ in passes]
     method.joint_pass = True
     joint = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
     alone = [adapter.generate(batch[i], max_new_tokens=8, method=method)[0] for i in range(len(batch))]

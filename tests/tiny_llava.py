@@ -139,12 +139,12 @@ def pope_style_batch(seed: int = 11) -> "Batch":
 
 
 @contextlib.contextmanager
-def language_model_rows(adapter) -> Iterator[list[int]]:
-    """Within the block, the list collects the rows of every pass of the language model."""
-    rows: list[int] = []
+def language_model_passes(adapter) -> Iterator[list[tuple[int, int]]]:
+    """Within the block, the list collects (rows, tokens) of every pass of the language model."""
+    passes: list[tuple[int, int]] = []
     handle = adapter.model.model.language_model.register_forward_pre_hook(
-        lambda module, args, kwargs: rows.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+        lambda module, args, kwargs: passes.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
     try:
-        yield rows
+        yield passes
     finally:
         handle.remove()
