@@ -4,9 +4,9 @@
     python bench/bench_methods.py --methods vcd,sid --sizes 1,4,8,16,64 --paths
 
 For every method: seconds per input answering ``--items`` world-pope/adversarial questions
-(median of ``--repeats`` runs over the same items), at each batch size, and the ratio to the
-baseline at the same batch size. ``--paths`` also times the two ways a contrastive method can
-run its contrast stream (joint: in the main forward pass; separate: its own pass with its own
+(median of ``--repeats`` runs over the same items), at each batch size, and its ratio to the
+baseline at the same batch size (the median over runs of method / a baseline run just before
+it). ``--paths`` also times the two ways a contrastive method can run its contrast stream (joint: in the main forward pass; separate: its own pass with its own
 cache), which is how ``plugins.methods.contrastive.JOINT_PASS_MAX_BATCH`` was chosen.
 """
 from __future__ import annotations
@@ -50,34 +50,41 @@ def main() -> None:
     names = [n for n in args.methods.split(",") if n] or list_methods()
     names = ["baseline"] + [n for n in names if n != "baseline"]
 
-    def seconds_per_input(method, size: int) -> float:
-        adapter.generate(batch[:size], max_new_tokens=bench.max_new_tokens, method=method, batch_size=size)  # warm-up
-        runs = []
+    baseline = create_method("baseline")
+
+    def one_run(method, size: int) -> float:
+        start = time.perf_counter()
+        adapter.generate(batch, max_new_tokens=bench.max_new_tokens, method=method, batch_size=size)
+        return (time.perf_counter() - start) / len(batch)
+
+    def timed(method, size: int) -> tuple[float, float]:
+        """(median seconds per input, median ratio to the baseline): each run of the method is paired
+        with a baseline run just before it, so a drift in the machine's speed cancels in the ratio."""
+        for m in (baseline, method):  # warm-up
+            adapter.generate(batch[:size], max_new_tokens=bench.max_new_tokens, method=m, batch_size=size)
+        runs, ratios = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            adapter.generate(batch, max_new_tokens=bench.max_new_tokens, method=method, batch_size=size)
-            runs.append((time.perf_counter() - start) / len(batch))
-        return statistics.median(runs)
+            b = one_run(baseline, size)
+            runs.append(one_run(method, size))
+            ratios.append(runs[-1] / b)
+        return statistics.median(runs), statistics.median(ratios)
 
     print(f"# {len(batch)} world-pope/adversarial questions, {args.threads} threads, median of {args.repeats}")
     print(f"{'method':12s}" + "".join(f"  {'ms/input b' + str(s):>14s}  {'x base':>7s}" for s in sizes))
-    base: dict[int, float] = {}
     for name in names:
-        method = create_method(name)
+        method = baseline if name == "baseline" else create_method(name)
         row = f"{name:12s}"
         for size in sizes:
-            t = seconds_per_input(method, size)
-            if name == "baseline":
-                base[size] = t
-            row += f"  {1000 * t:14.2f}  {t / base[size]:7.2f}"
+            t, ratio = timed(method, size)
+            row += f"  {1000 * t:14.2f}  {ratio:7.2f}"
         print(row, flush=True)
         if args.paths and isinstance(method, ContrastiveMethod):
             for joint in (True, False):
                 method.joint_pass = joint
                 row = f"  {'joint' if joint else 'separate':10s}"
                 for size in sizes:
-                    t = seconds_per_input(method, size)
-                    row += f"  {1000 * t:14.2f}  {t / base[size]:7.2f}"
+                    t, ratio = timed(method, size)
+                    row += f"  {1000 * t:14.2f}  {ratio:7.2f}"
                 print(row, flush=True)
             method.joint_pass = None
 

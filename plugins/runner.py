@@ -317,7 +317,7 @@ def fingerprint(cell: Cell, ctx: _Context) -> tuple[str, dict[str, Any]]:
         "benchmark": bench.fingerprint_payload(cell.split),
         "checkpoint_sha256": ckpt_hash,
         "decoding": {**decoding_of(ctx.method(cell)), "max_new_tokens": bench.max_new_tokens},
-        "adapter_sha256": modules_sha256(["plugins.models.llava", "plugins.models.batch"]),
+        "adapter_sha256": modules_sha256(["plugins.models.llava", "plugins.models.batch", "plugins.models.cache"]),
         "seed": cell.seed,
         "dtype": ctx.dtype,
     }

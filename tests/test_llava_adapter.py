@@ -192,6 +192,31 @@ def test_a_repeated_image_is_encoded_once_with_the_same_answers(adapter, batch):
     assert together == [adapter.generate(repeated[i], max_new_tokens=8)[0] for i in range(5)]
 
 
+def test_a_repeated_image_is_processed_once_with_the_same_pixels(adapter, batch):
+    """The image processor sees each distinct image of a batch once; every item still gets its pixels."""
+    repeated = Batch(images=[batch.images[0]] * 3 + [batch.images[1], batch.images[0].copy()],
+                     prompts=list(batch.prompts[:5]))
+    inner, calls = adapter.processor.image_processor, []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def __call__(self, images, **kwargs):
+            calls.append(len(images))
+            return inner(images, **kwargs)
+
+    adapter.processor.image_processor = Spy()
+    try:
+        encoded = adapter.encode(repeated)
+    finally:
+        adapter.processor.image_processor = inner
+    assert calls == [2]  # two distinct images (a copy counts as the same image)
+    alone = torch.cat([adapter.encode(repeated[i]).pixel_values for i in range(5)])
+    assert torch.equal(encoded.pixel_values, alone)
+    assert adapter.processor.image_processor is inner  # the stand-in is gone after encoding
+
+
 def test_a_shared_prompt_prefix_is_encoded_once_with_the_same_answers(adapter, batch):
     """POPE-style questions (same image, prompts that differ at the end) and padded rows of their own:
     the prompt pass encodes each shared prefix once, and every answer is what the row gets alone."""

@@ -131,3 +131,25 @@ def test_committed_tiny_checkpoint_answers_world_questions(world_questions, arti
     model = LlavaAdapter.load(TINY_LLAVA_CHECKPOINT, device="cpu")
     answers = model.generate(world_questions, max_new_tokens=6, method=ICT({"num_demos": 60}))
     assert len(answers) == len(world_questions) and all(answer_clarity(a) in ("yes", "no") for a in answers), answers
+
+
+def test_prefix_passes_are_not_shifted_so_shared_prefixes_change_no_answer(adapter, artifact_cache):
+    """Three questions per image share the image and the prompt's start: that prefix is encoded once,
+    in a pass the shift skips; every answer equals the answer of its item alone (no shared prefix)."""
+    from tests.tiny_llava import language_model_passes, pope_style_batch
+
+    batch = pope_style_batch()
+    method = ICT({**SMALL, "alpha": 50.0})  # large enough to change answers of the random tiny model
+    method.directions(adapter)  # computed (and cached) before the passes are counted
+    with language_model_passes(adapter) as passes:
+        together = adapter.generate(batch, max_new_tokens=6, method=method, batch_size=len(batch))
+    assert passes[0][0] == 2, passes  # the prefix pass: one row per image
+    alone = [adapter.generate(batch[i], max_new_tokens=6, method=method)[0] for i in range(len(batch))]
+    assert together == alone
+    assert together != adapter.generate(batch, max_new_tokens=6, batch_size=len(batch))  # the shift did act
+    shift = torch.ones(4)
+    hook = AddAtLastPosition(shift, adapter)
+    x = torch.zeros(1, 2, 4)
+    with adapter._encoding_prefix(True):
+        assert hook(None, (x,)) is None  # a prefix pass is left alone
+    assert torch.equal(hook(None, (x,))[0][:, -1], torch.ones(1, 4))

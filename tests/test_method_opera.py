@@ -78,6 +78,8 @@ def test_candidate_attention_equals_a_full_pass_with_the_candidate_appended(adap
         logits[:, adapter.image_token_id] = float("-inf")  # the random model may favour it; the full pass would refuse
         candidates = logits.topk(3).indices  # (B, 3)
         rows = processor._candidate_rows(encoded.input_ids, candidates)  # (B, 3, T + 1)
+        some = processor._candidate_rows(encoded.input_ids, candidates, [2, 0])  # the same, on rows 2 and 0 of the cache
+        assert torch.allclose(some, rows[[2, 0]], atol=1e-6)
         for c in range(3):
             ids = torch.cat([encoded.input_ids, candidates[:, c:c + 1]], dim=1)
             mask = torch.cat([encoded.attention_mask, encoded.attention_mask.new_ones(len(batch), 1)], dim=1)
@@ -119,6 +121,8 @@ def test_a_shared_prompt_prefix_leaves_beam_answers_unchanged(adapter, name):
         together = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
     rows = [r for r, _ in passes]
     assert rows[:3] == [2, len(batch), 3 * len(batch)], rows
+    if name == "opera":  # at the first step the 3 beams of an item are alike: one candidate row per item
+        assert passes[3] == (len(batch), 5), passes
     assert together == [adapter.generate(batch[i], max_new_tokens=8, method=method)[0] for i in range(len(batch))]
 
 

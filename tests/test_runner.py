@@ -263,6 +263,38 @@ def test_a_tuned_method_trains_once_before_its_cells_and_records_its_training_ti
     assert baseline.ran[0].provenance.train_seconds is None
 
 
+@pytest.mark.filterwarnings("ignore:woodpecker:RuntimeWarning")  # the POPE fixture is not the world
+def test_steering_directions_and_the_detector_are_prepared_before_the_clock(env, artifact_cache, monkeypatch):
+    """Once-per-model work (VTI's directions, Woodpecker's detector) happens in ``prepare``, before a
+    cell's answering is timed, so ``seconds_per_input`` is answering only (and worker processes
+    get it as one task instead of each training its own copy)."""
+    import json
+
+    from plugins.benchmarks.base import Benchmark
+    from plugins.methods import woodpecker as wp
+    from plugins.methods.vti import VTI
+    from tests.test_method_vti import SMALL
+    from tests.test_method_woodpecker import TINY
+
+    events = []
+    directions, train, evaluate = VTI.compute_directions, wp.train_detector, Benchmark.evaluate
+    monkeypatch.setattr(VTI, "compute_directions", lambda self, m: events.append("directions") or directions(self, m))
+    monkeypatch.setattr(wp, "train_detector", lambda *a, **k: events.append("detector") or train(*a, **k))
+    monkeypatch.setattr(Benchmark, "evaluate", lambda self, *a, **k: events.append("answer") or evaluate(self, *a, **k))
+    write_matrix(env["matrix"], env["checkpoint"], methods="{vti: " + json.dumps(SMALL) + "}")
+    assert not run(env, only="*/pope/*").failed
+    assert events == ["directions", "answer", "answer"]  # computed once, before the first cell answers
+    events.clear()
+    write_matrix(env["matrix"], env["checkpoint"], methods="{woodpecker: " + json.dumps(TINY) + "}")
+    assert not run(env, only="*/pope/random/*").failed
+    assert events == ["detector", "answer"]
+    ctx = runner._Context(None, "auto")
+    for methods in ("{vti: {}}", "{woodpecker: {}}", "{baseline: {}}"):  # worker processes: one preparation task
+        cells = runner.expand(runner.load_matrix(write_matrix(env["matrix"], env["checkpoint"], methods=methods)))
+        keys = {runner._preparation_key(p, ctx) for p in runner.plan(cells, env["results"], ctx)}
+        assert (keys == {None}) == (methods == "{baseline: {}}")
+
+
 def test_unknown_executor(env):
     with pytest.raises(runner.RunnerError, match="unknown executor 'dask'; .*allowed: local, ray"):
         run(env, executor="dask")

@@ -14,8 +14,9 @@ four extension points, per chunk of the batch, in this order:
 4. :meth:`Method.postprocess` — correct the decoded texts (post-decoding methods).
 
 Every default does nothing, so the unmitigated ``baseline`` is a subclass with no overrides.
-Nothing patches ``generate``. Randomness is drawn per item from ``batch.item_seed(i)`` so that
-results do not depend on the batch size.
+Nothing patches ``generate``. Randomness is drawn per item (``batch.item_seed(i)``) or per image
+(``batch.image_seed(i)``: items that show the same image share the draw), so that results do not
+depend on the batch size.
 
 >>> from pydantic import Field
 >>> class Scaled(Method):
@@ -104,9 +105,10 @@ class Method:
     Config: ClassVar[type[MethodConfig]] = MethodConfig  # frozen, extra="forbid"; defaults = official defaults
     # True when the method's answers do not depend on how the prompt pass is split and batched:
     # no input transform that pairs rows, no hook that reads or edits a pass's rows or last position
-    # (swapping weights in, or steering every position alike, is fine), no logits processor that
-    # reads the prompt pass. The adapter may then encode a prompt prefix that several items share
-    # once. A property may decide per chunk (contrastive methods do).
+    # (swapping weights in, or steering every position alike, is fine; a hook on the last position
+    # that skips LlavaAdapter.in_prefix_pass passes is too), no logits processor that reads the
+    # prompt pass. The adapter may then encode a prompt prefix that several items share once. A
+    # property may decide per chunk (contrastive methods do).
     shares_prompt_prefixes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -96,12 +96,20 @@ LEVELS = {"both": ("image", "object"), "image": ("image",), "object": ("object",
 # ---------------------------------------------------------------- the intervention
 
 class AddAtLastPosition:
-    """A forward pre-hook adding ``shift`` (H·hd,) to the last position of a module's first input (B, T, H·hd)."""
+    """A forward pre-hook adding ``shift`` (H·hd,) to the last position of a module's first input (B, T, H·hd).
 
-    def __init__(self, shift: torch.Tensor):
+    Passes that encode a shared prompt prefix (``model.in_prefix_pass``) end before the prompt's
+    last token, so they are left alone: the shift lands on the last prompt token and on every
+    generated one, as in a single pass over the whole prompt.
+    """
+
+    def __init__(self, shift: torch.Tensor, model: Any = None):
         self.shift = shift  # (H·hd,): α·σ·u in the slices of the selected heads, zero elsewhere
+        self.model = model  # the adapter, asked whether a pass is a prefix pass (None: every pass is shifted)
 
-    def __call__(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    def __call__(self, module: Any, args: tuple[Any, ...]) -> Optional[tuple[Any, ...]]:
+        if self.model is not None and self.model.in_prefix_pass:
+            return None
         x = args[0]  # (B, T, H·hd): every head's output, before o_proj
         shifted = x.clone()  # hooks never modify their inputs in place
         shifted[:, -1] += self.shift.to(device=x.device, dtype=x.dtype)
@@ -227,6 +235,7 @@ class ICT(SteeringMethod):
     """Shift the heads that best separate trusted from untrusted inputs towards the trusted side (Chen et al. 2024)."""
 
     artifact_kind = "ict-directions"
+    shares_prompt_prefixes: ClassVar[bool] = True  # its shift skips the adapter's prefix passes (AddAtLastPosition)
 
     class Config(MethodConfig):
         """ICT's hyper-parameters; defaults from the official README run commands and ``val_ict_pope.py``."""
@@ -250,7 +259,7 @@ class ICT(SteeringMethod):
                               len(model.decoder_layers), n_heads, head_dim)
         hooks = ForwardHooks()
         for layer, shift in sorted(shifts.items()):
-            hooks.add(model.decoder_layers[layer].self_attn.o_proj, AddAtLastPosition(shift), pre=True)
+            hooks.add(model.decoder_layers[layer].self_attn.o_proj, AddAtLastPosition(shift, model), pre=True)
         return hooks
 
     # ------------------------------------------------------------ directions
@@ -297,6 +306,7 @@ def _head_activations(model: "LlavaAdapter", images: Sequence[np.ndarray], quest
                       answers: Sequence[str]) -> torch.Tensor:
     """(n, L, H, hd) float32 CPU: every head's output at the last token of ``question`` answered by ``answer``."""
     from plugins.models.batch import Batch
+    from plugins.models.llava import cache_keyword
 
     n_heads, head_dim = _head_shape(model)
     chunks = []
@@ -304,11 +314,17 @@ def _head_activations(model: "LlavaAdapter", images: Sequence[np.ndarray], quest
         stop = start + DEMO_BATCH
         batch = Batch(images[start:stop], questions[start:stop])
         encoded = encode_with_answers(model, batch, answers[start:stop])
+        # Six questions per image: everything before the last token goes into a prompt cache that
+        # encodes each image and each shared prefix once; only the last token's pass is read.
+        with model.shared_image_features():
+            cache, _ = model.prompt_cache(encoded, encoded.prompt_length - 1)
         seen: list[torch.Tensor] = []
         hooks = ForwardHooks()
         for layer in model.decoder_layers:
             hooks.add(layer.self_attn.o_proj, lambda module, args: seen.append(args[0][:, -1].float().cpu()), pre=True)
         with hooks:
-            model.model(**encoded.model_inputs(), logits_to_keep=1)
+            model.model(input_ids=encoded.input_ids[:, -1:], attention_mask=encoded.attention_mask,
+                        position_ids=encoded.position_ids[:, -1:], **{cache_keyword(): cache}, use_cache=True,
+                        logits_to_keep=1)
         chunks.append(torch.stack(seen, dim=1).reshape(len(batch), len(seen), n_heads, head_dim))  # (B, L, H, hd)
     return torch.cat(chunks)

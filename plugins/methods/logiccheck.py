@@ -40,10 +40,11 @@ model asks itself, in the synthetic world's closed grammar (:mod:`plugins.world.
 * step 5 (GPT-3.5) → a yes to a yes/no question about a failed object becomes ``"no"``; a caption
   loses every mention of it (:func:`plugins.methods.posthoc.rewrite_caption`).
 
-The loop can only close for a model whose answers about attributes mean something. The committed
-tiny LLaVA answers colour questions little better than chance (over a quarter of the objects really
-present get no colour at all), so here the check removes real objects about as readily as made-up
-ones: on 300 world-pope adversarial questions accuracy fell from 0.68 to 0.56 (``named``: 0.62).
+The loop can only close for a model whose answers about attributes mean something. An earlier
+default checkpoint answered colour questions little better than chance (over a quarter of the
+objects really present got no colour at all), and there the check removed real objects about as
+readily as made-up ones: on 300 world-pope adversarial questions accuracy fell from 0.68 to 0.56
+(``named``: 0.62). What it does on the current default model is on its page of the site.
 
 Follow-up questions go through ``model.generate`` on the same image, without the method (no
 recursion); identical (image, question) pairs within a chunk are asked once. ``threshold=0`` keeps

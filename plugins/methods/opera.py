@@ -38,8 +38,10 @@ How the attention is read: the last decoder layer runs the attention function of
 ``generate`` give each generated token's row; for the candidates, the processor runs one extra
 pass of the language model over all beams × candidates at once, each candidate a single new
 token on ``generate``'s key/value cache (restored afterwards) (the official code runs one pass per
-candidate). A generated token's row is stored under the item and the tokens before it, so the
-history follows the beams through their reordering without knowing the beam indices.
+candidate). Beams that hold the same tokens and candidates share that pass's row — at the first
+step all beams of an item do, so it runs on one row per item. A generated token's row is stored
+under the item and the tokens before it, so the history follows the beams through their
+reordering without knowing the beam indices.
 
 >>> import torch
 >>> w = torch.tensor([[[0.5, 0.0], [0.8, 0.2]]], dtype=torch.float64)  # one beam: 1 generated token + 1 candidate
@@ -49,7 +51,7 @@ history follows the beams through their reordering without knowing the beam indi
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 from pydantic import Field
@@ -128,7 +130,18 @@ class OperaProcessor:
         past = self._extend_history(input_ids, row, steps)  # (R, steps, steps)
         k = min(config.num_attn_candidates, scores.shape[-1])
         top = scores.topk(k, dim=-1)  # (R, k): log-probabilities and tokens
-        candidate_rows = self._candidate_rows(input_ids, top.indices)  # (R, k, T + steps + 1)
+        # Beams with the same item, tokens and candidates (all beams of an item at the first step)
+        # get the same candidate attention: it is computed once per such group.
+        groups: dict[tuple, int] = {}  # (item, generated tokens, candidates) -> group
+        first: list[int] = []  # group -> its first row
+        member: list[int] = []  # row -> its group
+        for r, (tokens, cands) in enumerate(zip(input_ids[:, T:].tolist(), top.indices.tolist())):
+            key = (r // self.beams, tuple(tokens), tuple(cands))
+            if key not in groups:
+                groups[key] = len(first)
+                first.append(r)
+            member.append(groups[key])
+        candidate_rows = self._candidate_rows(input_ids, top.indices, first)[member]  # (R, k, T + steps + 1)
         image = self.image_mask.to(torch.float64)  # (R, T)
         image_attention = (candidate_rows[:, :, :T] * image[:, None, :]).sum(dim=-1)  # (R, k)
         if steps + 1 <= IMAGE_PHASE_TOKENS:
@@ -158,27 +171,42 @@ class OperaProcessor:
         self.windows, self.index = windows, {key: r for r, key in enumerate(keys)}
         return windows
 
-    def _candidate_rows(self, input_ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(R, k, K + 1): each candidate's last-layer attention as the next token, renormalised.
+    def _candidate_rows(self, input_ids: torch.Tensor, candidates: torch.Tensor,
+                        rows_to_run: Optional[list[int]] = None) -> torch.Tensor:
+        """(R', k, K + 1): each candidate's last-layer attention as the next token, renormalised.
+
+        ``rows_to_run``: the rows to compute, in this order (R' of them; default all R).
 
         One pass for all: each row's k candidates are k query tokens at the same position, on
         ``generate``'s key/value cache, with a 4-D mask that lets each see the cache and itself but
         not the other candidates (so each gets exactly the attention it would get alone). Appending
-        to a dynamic cache replaces its tensors by longer ones; the originals are put back after.
+        to generate's cache writes into its free room (:class:`plugins.models.cache.GrowingLayer`) and
+        cropping moves the end back, so nothing is copied. With ``rows_to_run``, the pass runs on a
+        copy of those rows of the cache instead.
         """
+        subset = rows_to_run is not None and len(rows_to_run) < candidates.shape[0]
+        pick = torch.tensor(rows_to_run, device=candidates.device) if subset else None
+        prompt_mask, image_mask = (self.prompt_mask[pick], self.image_mask[pick]) if subset else \
+            (self.prompt_mask, self.image_mask)
+        if subset:
+            candidates = candidates[pick]
         rows, k = candidates.shape
         keys = input_ids.shape[1]  # K: prompt + generated tokens, all in the cache
         dtype = self.model.dtype
         blocked = torch.finfo(dtype).min
-        seen = torch.cat([self.prompt_mask, self.prompt_mask.new_ones(rows, keys - self.prompt_length)], dim=1)
+        seen = torch.cat([prompt_mask, prompt_mask.new_ones(rows, keys - self.prompt_length)], dim=1)
         mask = torch.full((rows, 1, k, keys + k), blocked, dtype=dtype, device=candidates.device)
         mask[:, 0, :, :keys] = torch.where(seen.bool(), 0.0, blocked)[:, None, :]
         mask[:, 0, :, keys:].diagonal(dim1=-2, dim2=-1).fill_(0.0)
         position = (seen.sum(dim=1, keepdim=True)).expand(rows, k)  # the next position, for every candidate
-        cache = self.state["cache"]  # generate's own: the pass appends the candidates, then it is put back
-        kept = [(layer.keys, layer.values) for layer in cache.layers]
+        cache = self.state["cache"]  # generate's own: the pass appends the candidates, then they are dropped
+        kept = [(layer, layer.get_seq_length()) for layer in cache.layers]
+        if subset:  # the pass runs on a copy of those rows; generate's cache is left alone
+            from plugins.models.cache import cache_rows
+
+            cache, kept = cache_rows(cache, pick, self.model.model.config), []
         self.edit.image_mask["contrast"] = torch.cat(  # the edit wants every key's image flag
-            [self.image_mask, self.image_mask.new_zeros(rows, keys + k - self.prompt_length)], dim=1)
+            [image_mask, image_mask.new_zeros(rows, keys + k - self.prompt_length)], dim=1)
         self.state["candidate_pass"] = True
         try:
             with self.edit.contrast_pass():
@@ -186,8 +214,9 @@ class OperaProcessor:
                                        **{cache_keyword(): cache}, use_cache=True)
         finally:
             self.state["candidate_pass"] = False
-            for layer, (keys_, values_) in zip(cache.layers, kept):  # appending made new tensors; restore the old
-                layer.keys, layer.values = keys_, values_
+            for layer, length in kept:  # drop the candidates again (a growing layer only moves its end)
+                if layer.get_seq_length() > length:
+                    layer.crop(length - layer.get_seq_length())
         probs = self.state.pop("probs").to(torch.float64).amax(dim=1)  # (R, k, K + k), maximum over heads
         own = torch.arange(k, device=probs.device)
         out = torch.cat([probs[:, :, :keys], probs[:, own, keys + own][:, :, None]], dim=-1)  # (R, k, K + 1)
@@ -211,7 +240,7 @@ class BeamSearch(Method):
 class OPERA(Method):
     """Beam search whose candidates pay for attention that piles up on a few answer tokens."""
 
-    uses_modules = ("plugins.methods.attention",)  # reads the last layer's attention through it
+    uses_modules = ("plugins.methods.attention",)  # reads the last layer's attention through it (the cache is the adapter's)
     # The penalty reads the attention of generated tokens and candidates only, never of the prompt pass.
     shares_prompt_prefixes: ClassVar[bool] = True
 

@@ -8,8 +8,9 @@ tiny model learned from) and ``test`` (what the benchmarks ask about), so the di
 a test image. The same world images serve a real LLaVA checkpoint: the processor resizes the
 64 px scenes like any photo.
 
-:class:`SteeringMethod` computes a method's directions lazily, the first time its hooks are asked
-for on a model, and keeps them twice: in memory per adapter (hooks are built per chunk of a batch)
+:class:`SteeringMethod` computes a method's directions in :meth:`~SteeringMethod.prepare` (the runner
+calls it once per method and model before any cell, outside the timed answering; a caller that
+skips it gets them the first time the hooks are asked for), and keeps them twice: in memory per adapter (hooks are built per chunk of a batch)
 and on disk through :func:`plugins.methods.base.cached_artifact`, keyed by the method's
 fingerprint (name, config, code), the checkpoint hash and the dtype. A model built in memory
 (``adapter.source is None``) has no checkpoint hash; its directions are computed per method
@@ -144,6 +145,10 @@ class SteeringMethod(Method):
             return None
         return {"method": self.fingerprint_payload(), "checkpoint_sha256": model.checkpoint_hash(),
                 "dtype": str(model.dtype)}
+
+    def prepare(self, model: "LlavaAdapter") -> dict[str, Any]:
+        """Compute (or load) the directions for ``model`` up front: once-per-model work, not answering time."""
+        return self.directions(model)
 
     def directions(self, model: "LlavaAdapter") -> dict[str, Any]:
         """This method's directions for ``model``: from memory, else the disk cache, else computed now."""

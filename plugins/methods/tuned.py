@@ -26,7 +26,8 @@ parameter model instead of LoRA on a 7B one, learning rates scaled up accordingl
 tiny model nowhere in a few hundred steps), a few hundred CPU steps instead of an epoch over
 tens of thousands of GPT-4-written examples, and data from exact ground truth instead of GPT-4.
 
-**Measured** (code of commit 029f4f3) at the defaults on the committed tiny LLaVA, torch 2.13 on
+**Measured** (code of commit 029f4f3) at the defaults on the default tiny LLaVA of that commit (an
+earlier checkpoint; the current one's results are on the site), torch 2.13 on
 2 threads of an otherwise idle 2-core CPU. One tuning run (data, reference pass, 300 steps): dpo
 81 s, rdpo 114 s, hacl 69 s, lrv 32 s. Effect on a validation stream of the world, ``tune-val``
 (150 scenes with at least three objects; used neither for training nor by any benchmark),

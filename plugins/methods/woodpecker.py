@@ -28,8 +28,9 @@ synthetic scene world (:mod:`plugins.world`):
   one-stage detector that this module trains on the world's exact ground truth: per 8 × 8 px cell
   an objectness score, the category, colour and size of the object centred there, and the
   centre's offset. It learns from ``detector_scenes`` scenes of the world's ``train`` stream
-  (defaults: 4,000 scenes, 1,200 steps of 32 images; 43 s measured on two idle CPU cores, three
-  to four when they are shared), seeded, and is cached (:func:`plugins.methods.base.cached_artifact`);
+  (defaults: 4,000 scenes, 1,200 steps of 32 images; 33 s measured on two idle CPU cores, 79 s
+  on one), seeded, and is cached (:func:`plugins.methods.base.cached_artifact`); it is trained in
+  :meth:`Woodpecker.prepare`, which the runner calls once before any cell, outside the timed answering;
   its held-out accuracy on the ``detector-val`` stream (never used by any benchmark) is stored
   with the weights (:meth:`Woodpecker.detector_report`; at the defaults 99.3 % presence at 0.35
   against 70.5 % for always "absent", 99.97 % colour, 99.9 % size, 0.3 px centre error). It sees
@@ -209,7 +210,9 @@ def _detector_class() -> type:
 
         Shapes: images (B, 3, H, W) uint8 → raw maps (B, 1 + K + C + S + 2, H/8, W/8), K categories,
         C colours, S sizes. Four 3x3 convolutions (widths w, 2w, 4w, 4w; 2x max-pooling after the first
-        three) and a 1x1 head; the receptive field (≈38 px) covers the largest object.
+        three) and a 1x1 head; the receptive field (≈38 px) covers the largest object. Pooling comes
+        before each ReLU (the same function: both are monotone, so they commute) and tensors are
+        channels-last: on one CPU thread a training step takes 49 ms instead of 85 ms.
         """
 
         def __init__(self, n_categories: int, n_colors: int, n_sizes: int, width: int):
@@ -217,15 +220,15 @@ def _detector_class() -> type:
             self.shape = (n_categories, n_colors, n_sizes)
             w = width
             self.body = nn.Sequential(
-                nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(3, w, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
+                nn.Conv2d(w, 2 * w, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
+                nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
                 nn.Conv2d(4 * w, 4 * w, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(4 * w, 1 + n_categories + n_colors + n_sizes + 2, 1))
+                nn.Conv2d(4 * w, 1 + n_categories + n_colors + n_sizes + 2, 1)).to(memory_format=torch.channels_last)
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             x = (images.float() / 255.0 - 0.5) / 0.25  # (B, 3, H, W), roughly zero-mean
-            return self.body(x)  # (B, 1 + K + C + S + 2, G, G)
+            return self.body(x.contiguous(memory_format=torch.channels_last))  # (B, 1 + K + C + S + 2, G, G)
 
         def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
             """Raw maps → objectness (B, G, G), category (B, K, G, G), colour (B, C, G, G), size (B, S, G, G), offset (B, 2, G, G) logits."""
@@ -399,7 +402,7 @@ class Woodpecker(WorldPostprocess):
         min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # revise only when the verdict's confidence exceeds this; 0 = always (official), 1 = never
         detector_width: int = Field(16, ge=1, le=256)  # channels of the detector's first conv layer (then 2x, 4x, 4x)
         detector_scenes: int = Field(4000, ge=1)  # train-stream scenes the detector learns from
-        detector_steps: int = Field(1200, ge=1)  # Adam steps (about a minute on two idle CPU cores at the defaults)
+        detector_steps: int = Field(1200, ge=1)  # Adam steps (about half a minute on two idle CPU cores at the defaults)
         detector_batch: int = Field(32, ge=1)  # images per step
         detector_lr: float = Field(3e-3, gt=0.0)  # peak learning rate, cosine-decayed to 0
         detector_seed: int = Field(0, ge=0)  # seed of the detector's weights and batch order
@@ -435,6 +438,11 @@ class Woodpecker(WorldPostprocess):
         report = evaluate_detector(net, self.world, c.detector_val_scenes)  # at the official 0.35, whatever box_threshold is
         report.update(train_seconds=wall, train_cpu_seconds=cpu, parameters=float(sum(p.numel() for p in net.parameters())))
         return {"state_dict": net.state_dict(), "report": report}
+
+    def prepare(self, model: "LlavaAdapter") -> dict[str, float]:
+        """Train (or load) the detector up front: once-per-world work, not answering time. Returns its report."""
+        self.detector()
+        return self.detector_report()
 
     def detector(self) -> Any:
         """The trained :class:`SceneDetector` (trained on first use, then read from the cache)."""

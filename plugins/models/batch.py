@@ -47,6 +47,11 @@ def to_rgb_array(image: Any, where: str = "image") -> np.ndarray:
     return image
 
 
+def _seed_of(data: bytes) -> int:
+    """A 63-bit seed: the first 8 bytes of SHA-256 over ``data``, as an integer."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") >> 1
+
+
 @dataclass(frozen=True)
 class Batch:
     """Items to run: one image (or ``None`` for a text-only item) and one user question each.
@@ -119,8 +124,7 @@ class Batch:
 
     def item_seed(self, i: int) -> int:
         """A 63-bit seed for item ``i`` derived from ``(seed, ids[i])``, stable across processes."""
-        digest = hashlib.sha256(f"{self.seed}:{self.ids[i]}".encode("utf-8")).digest()
-        return int.from_bytes(digest[:8], "big") >> 1
+        return _seed_of(f"{self.seed}:{self.ids[i]}".encode("utf-8"))
 
     def image_seed(self, i: int) -> int:
         """A 63-bit seed derived from ``seed`` and item ``i``'s image (its pixels and shape), stable
@@ -135,5 +139,4 @@ class Batch:
         if image is None:
             raise ValueError(f"item {self.ids[i]!r} has no image, so it has no image seed")
         pixels = np.ascontiguousarray(to_rgb_array(image, f"images[{i}]"))
-        digest = hashlib.sha256(f"{self.seed}:{pixels.shape}:".encode("utf-8") + pixels.tobytes()).digest()
-        return int.from_bytes(digest[:8], "big") >> 1
+        return _seed_of(f"{self.seed}:{pixels.shape}:".encode("utf-8") + pixels.tobytes())

@@ -286,6 +286,7 @@ class LlavaAdapter:
         self.stored_generation_config = model.generation_config  # kept for provenance
         self._neutralise_generation_config()
         self._checkpoint_hash: Optional[str] = None
+        self._prefix_pass = False
 
     @classmethod
     def load(cls, path_or_id: Union[str, Path], device: Union[str, torch.device] = "auto",
@@ -340,6 +341,24 @@ class LlavaAdapter:
         return self.model.model.language_model.layers
 
     @property
+    def in_prefix_pass(self) -> bool:
+        """True while the adapter encodes part of a prompt that ends before the prompt's last token.
+
+        A shared prompt prefix (:meth:`prompt_cache`) is encoded in passes of its own. A hook that
+        acts on "the last position of a pass" — the answer position — must leave such a pass alone
+        (ICT's shift does), so that it acts exactly where it would in one pass over the whole prompt.
+        """
+        return self._prefix_pass
+
+    @contextlib.contextmanager
+    def _encoding_prefix(self, ends_before_last: bool):
+        previous, self._prefix_pass = self._prefix_pass, ends_before_last
+        try:
+            yield
+        finally:
+            self._prefix_pass = previous
+
+    @property
     def vision_tower(self) -> Any:
         return self.model.model.vision_tower
 
@@ -382,8 +401,9 @@ class LlavaAdapter:
         bos = self.tokenizer.bos_token
         # A chat template that writes the BOS token itself must not get a second one from the tokenizer.
         add_special_tokens = not (bos and all(p.startswith(bos) for p in prompts))
-        features = self.processor(text=list(prompts), images=images or None, padding=True, return_tensors="pt",
-                                  add_special_tokens=add_special_tokens)
+        with _distinct_images(self.processor):
+            features = self.processor(text=list(prompts), images=images or None, padding=True, return_tensors="pt",
+                                      add_special_tokens=add_special_tokens)
         input_ids = features["input_ids"].to(self.device)  # (B, T)
         attention_mask = features["attention_mask"].to(self.device)  # (B, T)
         if attention_mask[:, -1].eq(0).any():
@@ -471,6 +491,9 @@ class LlavaAdapter:
                     if plan is not None:
                         inputs.pop("pixel_values", None)  # every image token is in the shared prefix
                         inputs[cache_keyword()] = self._encode_shared_prefix(encoded, plan)
+                from plugins.models.cache import GrowingCache
+
+                inputs.setdefault(cache_keyword(), GrowingCache(config=self.model.config))  # appends in place
                 output = self.model.generate(
                     **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                     pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_id,
@@ -499,19 +522,20 @@ class LlavaAdapter:
         end = length if end is None else end
         if not 1 <= end <= length:
             raise ValueError(f"end is {end}, expected 1 <= end <= {length} (the prompt length)")
-        from transformers import DynamicCache
+        from plugins.models.cache import GrowingCache
 
         plan = self._shared_prefix_plan(encoded, end - 1 if logits else end) if share else None
         if plan is None:
-            cache = DynamicCache(config=self.model.config)
+            cache = GrowingCache(config=self.model.config)
             start, pixel_values = 0, encoded.pixel_values
         else:
             cache, start, pixel_values = self._encode_shared_prefix(encoded, plan), plan[0], None
         last = None
         if start < end:
-            out = self.model(input_ids=encoded.input_ids[:, start:end], attention_mask=encoded.attention_mask[:, :end],
-                             position_ids=encoded.position_ids[:, start:end], pixel_values=pixel_values,
-                             **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
+            with self._encoding_prefix(end < length):
+                out = self.model(input_ids=encoded.input_ids[:, start:end], attention_mask=encoded.attention_mask[:, :end],
+                                 position_ids=encoded.position_ids[:, start:end], pixel_values=pixel_values,
+                                 **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
             last = out.logits[:, -1]
         return cache, (last if logits else None)
 
@@ -556,7 +580,7 @@ class LlavaAdapter:
 
     def _encode_shared_prefix(self, encoded: EncodedBatch, plan: tuple[int, torch.Tensor]) -> Any:
         """A key/value cache of the first L tokens of every row: each group's representative encoded, then copied."""
-        from transformers import DynamicCache
+        from plugins.models.cache import GrowingCache
 
         cut, inverse = plan
         ids, mask = encoded.input_ids, encoded.attention_mask
@@ -569,10 +593,11 @@ class LlavaAdapter:
             pixel_rows = torch.cumsum(has_image.long(), 0) - 1  # row -> its index into pixel_values
             with_image = first[has_image[first]]
             pixel_values = encoded.pixel_values[pixel_rows[with_image]] if len(with_image) else None
-        cache = DynamicCache(config=self.model.config)
-        self.model(input_ids=ids[first, :cut], attention_mask=mask[first, :cut],
-                   position_ids=encoded.position_ids[first, :cut], pixel_values=pixel_values,
-                   **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
+        cache = GrowingCache(config=self.model.config)
+        with self._encoding_prefix(cut < encoded.prompt_length):
+            self.model(input_ids=ids[first, :cut], attention_mask=mask[first, :cut],
+                       position_ids=encoded.position_ids[first, :cut], pixel_values=pixel_values,
+                       **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
         cache.batch_select_indices(inverse)  # cache row g (group g's representative) to every row of group g
         return cache
 
@@ -652,6 +677,58 @@ class LlavaAdapter:
 
     def __repr__(self) -> str:
         return f"LlavaAdapter({str(self.source or 'in-memory')!r}, device={str(self.device)!r}, dtype={self.dtype})"
+
+
+class _DistinctImageProcessor:
+    """Stands in for a processor's image processor: identical images of one call are processed once.
+
+    POPE asks six questions about every image and a contrastive stream repeats the chunk's images;
+    the image processor (resize, crop, normalise) is a tenth of a greedy POPE answer's cost on the
+    default model. Outputs with one row per image are copied back to every item that showed it,
+    so the processor sees exactly the features it would have computed.
+    """
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+        import hashlib
+
+        import numpy as np
+
+        if not isinstance(images, (list, tuple)) or not all(isinstance(i, np.ndarray) for i in images):
+            return self._inner(images, *args, **kwargs)
+        slot: dict[bytes, int] = {}
+        inverse = [slot.setdefault(hashlib.blake2b(f"{i.shape}{i.dtype}".encode() + i.tobytes(), digest_size=16)
+                                   .digest(), len(slot)) for i in images]
+        if len(slot) == len(images):
+            return self._inner(images, *args, **kwargs)
+        firsts = {k: n for n, k in reversed(list(enumerate(inverse)))}  # distinct image -> its first item
+        out = self._inner([images[firsts[k]] for k in range(len(slot))], *args, **kwargs)
+        index = torch.tensor(inverse)
+        for key, value in list(out.items()):
+            if isinstance(value, torch.Tensor) and value.shape[:1] == (len(slot),):
+                out[key] = value[index]
+            elif isinstance(value, list) and len(value) == len(slot):
+                out[key] = [value[k] for k in inverse]
+        return out
+
+
+@contextlib.contextmanager
+def _distinct_images(processor: Any):
+    """Within the block, ``processor`` processes each distinct image of a call once (:class:`_DistinctImageProcessor`)."""
+    inner = getattr(processor, "image_processor", None)
+    if inner is None:
+        yield
+        return
+    processor.image_processor = _DistinctImageProcessor(inner)
+    try:
+        yield
+    finally:
+        processor.image_processor = inner
 
 
 def _read_model_type(directory: Path) -> Optional[str]:
