@@ -15,8 +15,8 @@ help:
 	@echo "make validate    check every YAML record (file:line errors)"
 	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
 	@echo "make serve       preview the site on http://127.0.0.1:8000, regenerated when a record changes"
-	@echo "make train       retrain the embedded tiny LLaVA (about 17 minutes on 2 cores)"
-	@echo "make bench       speed of our own code (world, adapter, runner throughput, cold/warm reproduce)"
+	@echo "make train       retrain the embedded tiny LLaVA (about 10 minutes on 2 cores)"
+	@echo "make bench       speed of our own code (world, adapter, throughput, cold/warm reproduce of the frozen-method matrix)"
 	@echo "make bench-site  site generation and build for a synthetic 10,000-paper knowledge base"
 
 install: $(STAMP)
@@ -65,7 +65,7 @@ train: install
 bench: install
 	$(PY) bench/bench_world.py
 	$(PY) bench/bench_adapter.py
-	$(PY) bench/bench_runner.py
+	$(PY) bench/bench_runner.py --experiments default,parameter-frozen,beam-search --jobs 2
 	$(PY) bench/bench_methods.py
 
 PAPERS ?= 10000

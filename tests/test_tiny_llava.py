@@ -21,7 +21,7 @@ from plugins.models.tokenizer import (
 from plugins.models.train import (
     StageConfig, TrainConfig, pretrain_lm, train, train_vision, tune_end_to_end, tune_projector,
 )
-from plugins.world import CAPTION_PROMPT, WorldConfig, vocabulary
+from plugins.world import CAPTION_PROMPT, WorldConfig, noisy_caption, vocabulary
 
 WORLD = WorldConfig()
 QUICK = TrainConfig.quick()
@@ -217,10 +217,19 @@ def test_region_labels_mark_objects_under_patches(data):
 
 def test_text_examples_carry_context_and_answers(data):
     enc = WordEncoder(build_vocab(WORLD))
-    examples = text_examples(data, 0, enc, no_context_prob=0.0)
+    examples = text_examples(data, 0, enc, no_context_prob=0.0, n_object=4, n_attribute=1, n_relation=0)
     assert all(e.image is None and enc.image_id not in e.input_ids for e in examples)
-    answers = {enc.decode([t]) for e in examples[1:] for t, lab in zip(e.input_ids, e.labels) if lab != IGNORE}
-    assert answers <= {"yes", "no", "</s>"}
+    caption_ids = enc(noisy_caption(data.scenes[0], WORLD).text)
+    assert examples[0].input_ids[-len(caption_ids) - 1:-1] == caption_ids  # the caption example answers with it
+    assert len(examples) == 1 + 5  # then one example per question: a single turn each, the caption as context
+    for e in examples[1:]:
+        answer = [enc.decode([t]) for t, lab in zip(e.input_ids, e.labels) if lab != IGNORE]
+        assert answer in (["yes", "</s>"], ["no", "</s>"])
+        start = e.input_ids.index(enc.ids(["user", ":"])[1]) + 1
+        assert e.input_ids[start:start + len(caption_ids)] == caption_ids
+    alone = text_examples(data, 0, enc, no_context_prob=1.0, n_object=4, n_attribute=1, n_relation=0, max_questions=2)
+    assert len(alone) == 3  # the same questions, without the caption: the prior only
+    assert [len(e.input_ids) for e in alone[1:]] == [len(e.input_ids) - len(caption_ids) for e in examples[1:3]]
     assert CHAT_TEMPLATE  # the same template is saved with every processor
 
 
@@ -241,3 +250,28 @@ def test_quick_eval_scores_a_checkpoint(processor, tmp_path):
     assert "| POPE adversarial |" in table and "| chair_s |" in table and "| mutual_knn_last |" in table
     probe = presence_probe(model.model.vision_tower, WORLD, layer=-2, n_train=40, n_test=20, steps=5)
     assert 0 <= probe["accuracy"] <= 1
+
+
+def test_context_probe_tells_reading_from_prior():
+    """An oracle that answers "yes" exactly when the asked category appears earlier in its input scores 100 %
+    with the caption in the prompt and 50 % without it (it then always says "no")."""
+    from types import SimpleNamespace
+
+    from plugins.models.quick_eval import context_probe
+
+    enc = WordEncoder(build_vocab(WORLD))
+    yes, no, there = enc.ids(["yes", "no", "there"])
+
+    class Oracle(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, position_ids, logits_to_keep):
+            logits = torch.zeros(len(input_ids), 1, len(enc.vocab))
+            for row, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist())):
+                ids = [t for t, m in zip(ids, mask) if m]  # left padding removed
+                at = len(ids) - 1 - ids[::-1].index(there)  # "... is there a <category> in the image ?"
+                logits[row, 0, yes if ids[at + 2] in ids[:at] else no] = 1.0
+            return SimpleNamespace(logits=logits)
+
+    probe = context_probe(Oracle(), WORLD, n_scenes=10)
+    assert probe["n_scenes"] == 10
+    assert probe["random_caption"] == probe["adversarial_caption"] == 1.0
+    assert probe["random_no_context"] == probe["adversarial_no_context"] == 0.5

@@ -7,8 +7,8 @@ answers only), plus the index of its image, if any:
 
 * **text-only** (stage 0): what the LM learns language and its priors from, with no image —
   ``USER: describe the image . ASSISTANT: <noisy caption></s>`` and question answering over a
-  textual context, ``USER: <noisy caption> is there a heart in the image ? ASSISTANT: yes</s>...``
-  whose answers are the scene's truth. The noisy caption drops or inserts objects the way the
+  textual context, ``USER: <noisy caption> is there a heart in the image ? ASSISTANT: yes</s>``
+  (one question per example) whose answers are the scene's truth. The noisy caption drops or inserts objects the way the
   world's priors suggest (``caption_drop_prob``, ``caption_insert_prob``), so the LM also learns
   to guess partners that go unmentioned: the co-occurrence prior an LVLM's LM brings along.
   A share of questions comes with no context at all: pure prior.
@@ -112,21 +112,28 @@ def question_example(data: WorldData, i: int, enc: WordEncoder, n_image_tokens: 
 
 
 def text_examples(data: WorldData, i: int, enc: WordEncoder, no_context_prob: float = 0.25,
-                  n_object: int = 4, n_attribute: int = 2, n_relation: int = 2) -> list[Example]:
-    """Stage 0's text-only examples of scene ``i``: a noisy caption, and questions over a noisy-caption context.
+                  n_object: int = 4, n_attribute: int = 2, n_relation: int = 2,
+                  max_questions: Optional[int] = None) -> list[Example]:
+    """Stage 0's text-only examples of scene ``i``: its noisy caption, then one single-turn example per question.
 
-    With probability ``no_context_prob`` the questions come without the caption (the LM can then
-    only answer from its prior).
+    Each question example is ``USER: <noisy caption> <question> ASSISTANT: <answer></s>``, or, with
+    probability ``no_context_prob`` (drawn per question), the question alone (the LM can then only
+    answer from its prior). ``max_questions`` keeps the first of the shuffled questions.
+
+    Single turns, not one conversation per scene: measured on the default world (a text probe of
+    answering from a caption, exact captions, validation scenes), a 4-layer LM pre-trained on
+    conversations of 11 questions after one caption still answered from its prior only after
+    1,000 steps at lr 3e-3 (50 % on random negatives), while single turns at lr 1e-3 learned to
+    read the context (84 % after 1,000 steps of batch 32, 93 % after 1,000 of batch 64).
     """
     scene, world = data.scenes[i], data.world
     rng = stream_rng(scene.seed, TRAIN_STREAM)
     noisy = noisy_caption(scene, world).text
     out = [_conversation(enc, [(CAPTION_PROMPT, noisy)], 0)]
-    turns = question_turns(scene, world, n_object, n_attribute, n_relation, rng)
-    if turns:
+    turns = question_turns(scene, world, n_object, n_attribute, n_relation, rng)[:max_questions]
+    for question, answer in turns:
         context = "" if rng.random() < no_context_prob else noisy + " "
-        turns[0] = (context + turns[0][0], turns[0][1])
-        out.append(_conversation(enc, turns, 0))
+        out.append(_conversation(enc, [(context + question, answer)], 0))
     return out
 
 

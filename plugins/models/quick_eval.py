@@ -145,3 +145,44 @@ def presence_probe(vision_tower: Any, world: WorldConfig, layer: int, n_train: i
         accuracy = ((head(xt) > 0).float() == yt).float().mean().item()
     base = max(yt.mean().item(), 1 - yt.mean().item())
     return {"accuracy": round(accuracy, 4), "base_rate": round(base, 4), "n_train": n_train, "n_test": n_test}
+
+
+def context_probe(lm: Any, world: WorldConfig, n_scenes: int = 200) -> dict[str, Any]:
+    """How the stage-0 language model answers object questions: from a caption in its context, or from its prior.
+
+    POPE-style questions (3 present + 3 absent objects, random and adversarial negatives) about
+    ``n_scenes`` test scenes with at least three objects, asked as
+    ``USER: <exact caption> is there a ... ? ASSISTANT:`` and again without the caption; the
+    answer is whichever of "yes" and "no" the LM scores higher. An LM that reads its context
+    scores near 100 % with the caption; without it, only its prior (object frequencies and
+    co-occurrence) can help. An LM that does not read its context makes end-to-end tuning start
+    to use the image late (see :mod:`plugins.models.train`).
+    """
+    from plugins.benchmarks.world import STATS_SCENES
+    from plugins.models.tokenizer import WordEncoder, build_vocab
+    from plugins.world import WorldStats, caption, existence_questions
+
+    enc = WordEncoder(build_vocab(world))
+    yes, no = enc.ids(["yes", "no"])
+    stats = WorldStats.estimate(world, n=STATS_SCENES, split="train")
+    scenes = [s for s in SceneSampler(world).scenes(EVAL_SPLIT, 4 * n_scenes) if len(s.objects) >= 3][:n_scenes]
+    out: dict[str, Any] = {"n_scenes": len(scenes)}
+    for strategy in ("random", "adversarial"):
+        questions = [(s, q) for s in scenes for q in existence_questions(s, world, strategy=strategy, n=6, stats=stats)]
+        for with_caption in (True, False):
+            rows = [[enc.bos_id] + enc.user_turn((caption(s, world) + " " if with_caption else "") + q.text)
+                    for s, q in questions]
+            length = max(len(r) for r in rows)
+            ids = torch.full((len(rows), length), enc.pad_id, dtype=torch.long)  # (N, L) left-padded
+            mask = torch.zeros_like(ids)
+            for i, r in enumerate(rows):
+                ids[i, length - len(r):] = torch.tensor(r)
+                mask[i, length - len(r):] = 1
+            with torch.no_grad():
+                logits = lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
+                            logits_to_keep=1).logits[:, -1]  # (N, V)
+            said_yes = logits[:, yes] > logits[:, no]
+            truth = torch.tensor([q.answer == "yes" for _, q in questions])
+            key = f"{strategy}_{'caption' if with_caption else 'no_context'}"
+            out[key] = round(float((said_yes == truth).float().mean()), 4)
+    return out

@@ -3,9 +3,10 @@ r"""Train the embedded tiny LLaVA with the survey's staged recipe (its Appendix 
 Stages (each a function below, each logged with a tqdm bar and a saved loss curve):
 
 0. **Language pre-training** — a tiny ``LlamaForCausalLM`` learns the world's language from text
-   alone: noisy captions and question answering over noisy-caption contexts
-   (:func:`plugins.models.data.text_examples`). This is where the LM's priors come from
-   (co-occurrence, attribute priors, popularity), as an LVLM's LLM brings its own.
+   alone: noisy captions, and single questions answered over a noisy-caption context or over no
+   context at all (:func:`plugins.models.data.text_examples`). This is where the LM's priors come
+   from (co-occurrence, attribute priors, popularity), as an LVLM's LLM brings its own; and where
+   it learns to answer from what its context says, which the image must later feed.
 1. **Vision-encoder training** — the survey's stage 1 trains the encoder contrastively; here a
    ``CLIPModel`` (tiny ViT + tiny text encoder) can be trained with CLIP's symmetric InfoNCE on
    (image, exact caption) pairs plus the same loss between the captions' object phrases and the
@@ -17,54 +18,53 @@ Stages (each a function below, each logged with a tqdm bar and a saved loss curv
    supervised; see :func:`train_vision` for the numbers.
 2. **Adapter tuning** — the LLaVA is assembled (stage 1's vision tower, stage 0's LM, a new MLP
    projector) and only the projector trains; vision tower and LM are frozen. Its data mixes image
-   captions with image questions (``projector_caption_share``): the frozen LM already answers
-   questions about a *textual* context, so the projector learns to present the image as a
-   context the LM can read. (With captions alone, as in LLaVA's stage 2, the frozen tiny LM's
-   caption loss barely moves: it learned to write captions without reading any context.)
+   captions with image questions (``projector_caption_share``). Measured on a validation stream
+   of the world, this stage alone leaves POPE near chance (55.5 % on random negatives after its
+   100 steps; 50 % after 400 steps with an LM that could not read its context): at this size
+   the frozen LM does not learn to read image tokens through a new projector within minutes.
 3. **End-to-end tuning** — everything trains, at a lower learning rate than the projector had,
    on image captions plus multi-turn object, attribute and relation questions (random negatives).
 
-Recipe variants, measured on test set v1 (POPE random / popular / adversarial %, attribute random
-%, relation %; variants marked * on the first 900 questions of each split, trained with one
-thread next to another run, so their times are not comparable; ``questions`` = object,
-attribute, relation questions per training conversation):
+**Why stage 0 teaches single questions at a low learning rate.** The previous recipe pre-trained
+the LM on one caption followed by a conversation of 11 questions (500 steps of 32 at lr 3e-3).
+A probe of that LM (:func:`plugins.models.quick_eval.context_probe`: object questions with the
+exact caption in the prompt) showed it answered from its prior only — 50.9 % on random
+negatives, 1,000 steps did not change it — and the same held for 400 steps of question-only
+conversations and for single questions at lr 3e-3 (50 % after 2,000 steps). A 4-layer LM
+learns to look a word up in its context in a sudden transition, and at lr 3e-3 it did not
+happen; at lr 1e-3 on single questions it did (84 % after 1,000 steps of batch 32, 92 % after
+1,000 of batch 64, the default). Downstream, this decides when stage 3 starts to use the image
+(POPE random on 1,800 validation questions during stage 3, one thread):
 
-============================================================  =====================  =====  =====
-variant (stage steps 0 / 1 / 2 / 3, batch of stage 1, questions)  POPE r / p / a     attr   rel
-============================================================  =====================  =====  =====
-**default**: 500 / 700×64 @ 4e-3 / 100 / 750, (8, 2, 1)       82.6 / 79.7 / 73.4    50.8   50.0
-\* the default, trained with 1 thread instead of 2               89.0 / 86.6 / 83.4    49.9   50.0
-old default: 500 / 500×128 @ 2e-3 / 400 / 1,150, (4, 2, 2)   76.8 / 70.1 / 67.2    63.7   51.1
-\* 500 / 1,000×64 @ 3e-3 / 400 / 1,150, (4, 2, 2)              82.6 / 79.6 / 75.4    66.9   49.7
-\* same, questions (6, 1, 1)                                   89.3 / 91.2 / 85.9    50.0   50.0
-\* 300 / 700×64 @ 4e-3 / 100 / 750, (8, 2, 1)                  81.3 / 77.1 / 68.9    51.1   50.0
-\* 500 / 1,000×64 @ 3e-3, no stage 0 (random LM), (4, 2, 2)    83.0 / 81.6 / 78.7    53.4   50.1
-\* stage 3 at batch 16 (three variants of stages 0-2)          63–65 / 49–52 / 52–54  52–57  50–51
-\* stage 3 at lr 1e-3, LM at 0.4× that                         66.8 / 49.1 / 54.4    52.3   51.0
-stage 2 cut to 100, stage 3 1,350 steps at lr 1e-3            59.9 / 44.8 / 47.3    63.8
-300 / 1,000×128 / 100 / 1,150 (longer vision training)        64.0 / 48.5 / 52.1    59.2
-300 / 1,000×128 / 400 / 1,000                                 74.2 / 63.9 / 61.2    51.1
-============================================================  =====================  =====  =====
+==========================================  =====  =====  =====  =====  =====
+stage 0 → stage 3 step                        150    300    450    600    750
+==========================================  =====  =====  =====  =====  =====
+multi-turn, lr 3e-3 (previous recipe)          53.6   51.7   53.8   58.1   59.2
+single questions, lr 1e-3, batch 64 (default)  80.6   83.3   88.7   90.7   91.1
+==========================================  =====  =====  =====  =====  =====
 
-What mattered, in order: (1) the density of object questions in stages 0 and 3 — with 8 object
-questions per conversation the LM pre-training teaches it to answer from a context, so the
-projector stage has something to connect to (POPE random 76.7 % after stage 2 alone, on 300
-questions, against 56.7–62.0 % with 300 pre-training steps or 6 questions), and end-to-end
-tuning sees twice the existence supervision; (2) a
-longer language pre-training (500 against 300 steps: +7.7 points on random); (3) stage 1 at
-batch 64 with more steps (a linear per-patch category probe: 80.4 % at 500×128 @ 2e-3, 92.6 %
-at 1,000×64, 94.8 % at 1,000×128). Batch 16 or a higher learning rate in stage 3 collapse to the
-co-occurrence prior (popular near 50 %). The price of the question mix: fewer colour and
-relation questions, and the model answers them at chance — attribute and relation errors the
-mitigation methods can try to move. The co-occurrence prior shows as LLaVA-1.5-7B's does:
-best on random negatives, several points worse on adversarial ones.
+With an LM that cannot read, stage 3 has to teach reading and seeing at once and starts late and
+at a point set by floating-point noise: the previous recipe scored 82.6 % on POPE random with two
+threads and 89.0 % with one (same data and seeds), 87.9 % with seed 1, and 59.2 % once its stage-0
+batches were grouped by length. Projecting each patch onto the word embedding of its object
+(a regression warm start of the projector before stage 2) did not make stage 2 work either
+(51.8 % after it) and moved stage 3's curve by less than two points.
 
-The recipe is not robust: the same config trained with one thread (the same data and seeds,
-only the order of floating-point sums differs) scored 6–10 points higher, so single-run
-differences of a few points between variants above are within this noise. The default's 1,008 s
-on 2 cores of this machine (stage 0: 266 s, 1: 133 s, 2: 55 s, 3: 522 s) are over the
-12-minute budget. The old default took 738 s on the machine that trained it; its stage 1 took
-117 s there and 181–190 s here, so this machine is about 1.5 times slower.
+**Default recipe**, measured on test set v1 (2 threads of this 2-core machine): POPE random /
+popular / adversarial 91.1 / 89.5 / 84.9 %, colour questions 62.4 / 62.1 %, relation questions
+50.0 % (the model says "yes" to every one); 598 s in all (stage 0: 113 s, 1: 106 s, 2: 35 s,
+3: 329 s, data 7 s). Stages 0, 2 and 3 batch sequences of similar length (``group_by_length``,
+as ``Trainer(group_by_length=True)``; measured on the previous recipe's batches, a stage-0 step
+took 0.26 s instead of 0.50 s and a stage-3 step 0.54 s instead of 0.64 s).
+
+Earlier variants with the multi-turn stage 0 (test set v1; ``questions`` = object, attribute,
+relation questions per training conversation; * on the first 900 questions of each split, one
+thread): stage 0 / 1 / 2 / 3 steps 500 / 700×64 / 100 / 750 with (8, 2, 1): 82.6 / 79.7 / 73.4
+(* 89.0 / 86.6 / 83.4 with one thread); 500 / 500×128 / 400 / 1,150 with (4, 2, 2): 76.8 / 70.1 /
+67.2, colour 63.7 %; \* no stage 0 (random LM): 83.0 / 81.6 / 78.7; \* stage 3 at batch 16 or at
+lr 1e-3: collapse to the co-occurrence prior (popular 49–52 %). Stage 1 at batch 64 for 700–1,000
+steps grounds best within the budget (a linear per-patch category probe: 80.4 % at 500×128 @
+2e-3, 92.6 % at 1,000×64, 94.8 % at 1,000×128).
 
 The result is a plain Hugging Face directory — ``config.json``, ``model.safetensors``,
 ``generation_config.json``, the processor files — plus ``README.md`` (model card: config, data
@@ -135,7 +135,7 @@ class TrainConfig(StrictConfig):
     world: WorldConfig = Field(default_factory=default_world)  # the synthetic world (data and its biases)
     model: TinyLlavaConfig = Field(default_factory=TinyLlavaConfig)  # tower sizes
     n_train_scenes: int = Field(default=12000, ge=8)  # scenes 0..n-1 of the "train" stream
-    lm_pretrain: StageConfig = StageConfig(steps=500, batch_size=32, lr=3e-3, weight_decay=0.01)  # stage 0
+    lm_pretrain: StageConfig = StageConfig(steps=1000, batch_size=64, lr=1e-3, weight_decay=0.01)  # stage 0
     contrastive: StageConfig = StageConfig(steps=700, batch_size=64, lr=4e-3, weight_decay=0.01)  # stage 1
     stage1_objective: Literal["contrastive-regions+labels", "contrastive-regions", "contrastive-global", "supervised-regions"] = "supervised-regions"  # see train_vision (measured comparison in the docstring)
     hard_negatives: int = Field(default=0, ge=0, le=3)  # stage 1: one-fact-wrong captions per image as extra negatives
@@ -146,6 +146,8 @@ class TrainConfig(StrictConfig):
     noisy_image_captions: bool = True  # stages 2-3 caption targets are the world's noisy captions (data imperfection)
     no_context_prob: float = Field(default=0.25, ge=0, le=1)  # stage 0: share of question blocks without caption context
     questions: tuple[int, int, int] = (8, 2, 1)  # object, attribute, relation questions per training conversation
+    lm_questions: int = Field(default=4, ge=1)  # stage 0: single-turn question examples per scene (the first of the mix above)
+    group_by_length: int = Field(default=16, ge=1)  # stages 0, 2, 3: batch similar lengths, this many batches per window (1: off)
     threads: int = Field(default=2, ge=1)  # torch.set_num_threads (times in the model card are for this many)
     evaluate: bool = True  # score the finished model on the world's benchmarks (model card) and probe stage 1
     eval_limit: Optional[int] = Field(default=None, ge=1)  # items per benchmark split (None: the whole test set)
@@ -179,6 +181,37 @@ def index_batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
         order = np.random.default_rng(seed + epoch).permutation(n)  # (n,)
         for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
             yield order[start:start + batch_size]
+        epoch += 1
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, window: int) -> Iterator[np.ndarray]:
+    """Endless batches of indices whose items have similar ``lengths``, so little of a batch is padding.
+
+    Each epoch (shuffled with ``seed + e``, as :func:`index_batches`) is cut into windows of
+    ``window * batch_size`` items; a window is sorted by length and cut into batches, and the
+    epoch's batches are then shuffled. This is the length-grouped sampling of Hugging Face's
+    ``Trainer(group_by_length=True)``; ``window = 1`` gives plain shuffled batches.
+
+    >>> batches = length_grouped_batches([1, 9, 2, 8, 3, 7, 4, 6], 2, seed=0, window=4)
+    >>> sorted(sorted(int(i) for i in next(batches)) for _ in range(4))
+    [[0, 2], [1, 3], [4, 6], [5, 7]]
+    """
+    n = len(lengths)
+    lengths = np.asarray(lengths)
+    epoch = 0
+    while True:
+        rng = np.random.default_rng(seed + epoch)
+        order = rng.permutation(n)  # (n,)
+        span = window * batch_size
+        batches = []
+        for start in range(0, n, span):
+            part = order[start:start + span]
+            part = part[np.argsort(-lengths[part], kind="stable")]  # longest first within the window
+            batches += [part[i:i + batch_size] for i in range(0, len(part) - batch_size + 1, batch_size)]
+        if not batches:  # fewer items than one batch: one short batch, as index_batches does
+            batches = [order]
+        for k in rng.permutation(len(batches)):
+            yield batches[k]
         epoch += 1
 
 
@@ -235,9 +268,16 @@ def run_stage(name: str, model: torch.nn.Module, stage: StageConfig, loss_fn: Ca
 
 
 def lm_batches(examples: Sequence[Example], data: WorldData, stage: StageConfig, seed: int,
-               pad_id: int) -> Callable[[int], dict[str, torch.Tensor]]:
-    """``step -> batch`` over ``examples`` (images normalised on the fly from uint8)."""
-    stream = index_batches(len(examples), stage.batch_size, seed)
+               pad_id: int, group_by_length: int = 1) -> Callable[[int], dict[str, torch.Tensor]]:
+    """``step -> batch`` over ``examples`` (images normalised on the fly from uint8).
+
+    ``group_by_length > 1`` batches examples of similar length (:func:`length_grouped_batches`, that
+    many batches per window).
+    """
+    if group_by_length > 1:
+        stream = length_grouped_batches([len(e.input_ids) for e in examples], stage.batch_size, seed, group_by_length)
+    else:
+        stream = index_batches(len(examples), stage.batch_size, seed)
 
     def get(_: int) -> dict[str, torch.Tensor]:
         chosen = [examples[int(i)] for i in next(stream)]
@@ -263,8 +303,8 @@ def pretrain_lm(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: d
     lm = build_lm(config.model, vocab)
     n_obj, n_attr, n_rel = config.questions
     examples = [ex for i in range(len(data.scenes))
-                for ex in text_examples(data, i, enc, config.no_context_prob, n_obj, n_attr, n_rel)]
-    batches = lm_batches(examples, data, config.lm_pretrain, config.seed, enc.pad_id)
+                for ex in text_examples(data, i, enc, config.no_context_prob, n_obj, n_attr, n_rel, config.lm_questions)]
+    batches = lm_batches(examples, data, config.lm_pretrain, config.seed, enc.pad_id, config.group_by_length)
 
     def loss_fn(step: int) -> torch.Tensor:
         b = batches(step)
@@ -411,9 +451,9 @@ def train_vision(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: 
 
 
 def llava_stage(name: str, llava: torch.nn.Module, stage: StageConfig, examples: Sequence[Example],
-                data: WorldData, seed: int, pad_id: int, progress: bool) -> dict[str, Any]:
+                data: WorldData, seed: int, pad_id: int, progress: bool, group_by_length: int = 1) -> dict[str, Any]:
     """One LLaVA stage over ``examples``; whichever parameters require grad are trained."""
-    batches = lm_batches(examples, data, stage, seed, pad_id)
+    batches = lm_batches(examples, data, stage, seed, pad_id, group_by_length)
 
     def loss_fn(step: int) -> torch.Tensor:
         return llava(**batches(step)).loss
@@ -452,7 +492,7 @@ def tune_projector(config: TrainConfig, llava: torch.nn.Module, data: WorldData,
         p.requires_grad_(True)
     examples = image_examples(config, data, enc, config.projector_caption_share, config.seed + 2)
     log = llava_stage("stage 2: projector tuning (frozen towers)", llava, config.projector, examples, data,
-                      config.seed + 2, enc.pad_id, progress)
+                      config.seed + 2, enc.pad_id, progress, config.group_by_length)
     for p in llava.parameters():
         p.requires_grad_(True)
     return log
@@ -464,7 +504,7 @@ def tune_end_to_end(config: TrainConfig, llava: torch.nn.Module, data: WorldData
     seed_everything(config.seed + 3)
     examples = image_examples(config, data, enc, config.caption_share, config.seed + 3)
     return llava_stage("stage 3: end-to-end tuning", llava, config.end_to_end, examples, data,
-                       config.seed + 3, enc.pad_id, progress)
+                       config.seed + 3, enc.pad_id, progress, config.group_by_length)
 
 
 # ---------------------------------------------------------------------------- the recipe
@@ -478,8 +518,24 @@ def data_fingerprint(data: WorldData) -> str:
     return h.hexdigest()
 
 
+TRAINING_MODULES = ("plugins.config", "plugins.models.data", "plugins.models.tiny_llava", "plugins.models.tokenizer",
+                    "plugins.models.train", "plugins.world.config", "plugins.world.render", "plugins.world.scene",
+                    "plugins.world.text")
+"""The modules whose code decides what a training run produces (hashed into the model card)."""
+
+
 def git_commit() -> Optional[str]:
     return (git("rev-parse", "HEAD") or "").strip() or None
+
+
+def training_code() -> dict[str, Any]:
+    """The commit, whether the training code differed from it, and a SHA-256 of that code (:data:`TRAINING_MODULES`)."""
+    from plugins.methods.base import modules_sha256
+
+    paths = [":(top)" + m.replace(".", "/") + ".py" for m in TRAINING_MODULES]
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *paths)
+    return {"git_commit": git_commit(), "code_dirty": bool(status and status.strip()),
+            "code_sha256": modules_sha256(TRAINING_MODULES, what="training code")}
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -503,9 +559,10 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     lm, log0 = pretrain_lm(config, data, enc, vocab, progress)
     clip, log1 = train_vision(config, data, enc, vocab, progress)
     if config.evaluate:
-        from plugins.models.quick_eval import presence_probe  # not timed: evaluation, not training
+        from plugins.models.quick_eval import context_probe, presence_probe  # not timed: evaluation, not training
 
         t_probe = time.perf_counter()
+        log0["context_probe"] = context_probe(lm, world)
         log1["grounding_probe"] = presence_probe(clip.vision_model, world, config.model.vision_feature_layer)
         t_start += time.perf_counter() - t_probe
     llava = assemble_llava(config.model, vocab, world.image_size, clip, lm, seed=config.seed + 2)
@@ -534,7 +591,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
         "metrics": metrics,
         "environment": {"threads": config.threads, "torch": torch.__version__,
                         "transformers": __import__("transformers").__version__,
-                        "python": platform.python_version(), "machine": platform.machine(), "git_commit": git_commit()},
+                        "python": platform.python_version(), "machine": platform.machine(), **training_code()},
     }
     (out_dir / "training_log.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     (out_dir / "README.md").write_text(model_card(record), encoding="utf-8")
@@ -557,6 +614,19 @@ def model_card(record: dict[str, Any]) -> str:
                  f"accuracy on test scenes (always-absent baseline {100 * probe['base_rate']:.1f} %). The survey's stage 1 "
                  "is contrastive; the contrastive objectives (`stage1_objective`) were measured and grounded less well "
                  "within the CPU budget — numbers in `plugins/models/train.py`, `train_vision`." if probe else "")
+    reading = record["stages"][0].get("context_probe")
+    if reading:
+        grounding = (f"Context reading after stage 0: asked about test scenes with their exact caption in the prompt, the "
+                     f"text-only LM answers object questions with {100 * reading['random_caption']:.1f} % accuracy "
+                     f"({100 * reading['adversarial_caption']:.1f} % on adversarial negatives); without the caption, from its "
+                     f"prior alone, {100 * reading['random_no_context']:.1f} % ({100 * reading['adversarial_no_context']:.1f} %). "
+                     "Whether it reads its context decides how soon stage 3 starts to use the image (see "
+                     "`plugins/models/train.py`).\n\n" + grounding)
+    env = record["environment"]
+    code_note = ""
+    if "code_sha256" in env:
+        code_note = (" (the training code had uncommitted changes)" if env["code_dirty"] else "") + \
+            f"; training code SHA-256 `{env['code_sha256']}` (`plugins.models.train.training_code()`)"
     world_json = json.dumps(cfg["world"], indent=1, sort_keys=True)
     rest = {k: v for k, v in cfg.items() if k != "world"}
     return f"""---
@@ -632,7 +702,7 @@ World (`plugins.world.WorldConfig`):
 ```
 
 Environment: torch {record['environment']['torch']}, transformers {record['environment']['transformers']},
-Python {record['environment']['python']}, commit `{record['environment']['git_commit']}`.
+Python {record['environment']['python']}, commit `{record['environment']['git_commit']}`{code_note}.
 Loss curves: `training_log.json`.
 """
 
