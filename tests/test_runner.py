@@ -202,9 +202,12 @@ def test_editing_a_method_reruns_only_its_cells_and_a_docstring_edit_nothing(env
     assert all(r == "code of plugins.methods.vcd" for n, (s, r) in now.items() if s == "stale")
 
 
-def test_only_runs_the_matching_cells(env):
+def test_only_runs_the_matching_cells_and_the_index_still_lists_every_cell(env):
     summary = run(env, only="*/pope/random/*")
     assert [r.cell for r in summary.ran] == ["tiny-random/pope/random/baseline/seed0"]
+    states = {c: v["state"] for c, v in json.loads((env["results"] / "index.json").read_text())["cells"].items()}
+    assert len(states) == 5 and states.pop("tiny-random/pope/random/baseline/seed0") == "current"
+    assert set(states.values()) == {"missing"}
 
 
 def test_a_crash_mid_run_keeps_finished_cells_and_leaves_no_partial_file(env, monkeypatch):

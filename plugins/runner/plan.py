@@ -40,7 +40,7 @@ from typing import Any, Optional, Sequence
 from plugins.runner.fingerprint import FINGERPRINT_VERSION, CellIdentity, Context, cell_identity
 from plugins.runner.matrix import Cell, Matrix, ModelSpec, RunnerError, expand, load_matrix
 
-__all__ = ["CellPlan", "plan", "plan_matrix", "error_path", "write_index", "INDEX_NAME", "INDEX_VERSION",
+__all__ = ["CellPlan", "plan", "plan_matrix", "matching", "error_path", "write_index", "INDEX_NAME", "INDEX_VERSION",
            "STATE_OF"]
 
 INDEX_NAME = "index.json"
@@ -197,6 +197,15 @@ def _cell_from_json(data: dict[str, Any]) -> Cell:
                 tuple(tuple(p) for p in data["config"]), data["seed"])
 
 
+def matching(plans: Sequence[CellPlan], only: Optional[str]) -> list[CellPlan]:
+    """The plans whose cell name matches the glob ``only`` (anywhere in the name); all without one."""
+    import fnmatch
+
+    if not only:
+        return list(plans)
+    return [p for p in plans if fnmatch.fnmatchcase(p.cell.name, only) or fnmatch.fnmatchcase(p.cell.name, f"*{only}*")]
+
+
 def plan_matrix(matrix_path: Path, results_dir: Path, *, only: Optional[str] = None, dtype: Optional[str] = None,
                 data_dir: Optional[Path] = None, use_memo: bool = True) -> tuple[list[CellPlan], Optional[Context]]:
     """The plan of every cell of a matrix file (those matching ``only``), memoised as the module docstring says.
@@ -204,8 +213,6 @@ def plan_matrix(matrix_path: Path, results_dir: Path, *, only: Optional[str] = N
     Returns ``(plans, context)``; the context is None when the plan came from the memo (nothing
     was imported or built) and must then be made afresh by a caller that runs cells.
     """
-    import fnmatch
-
     from plugins.files import recording, save_hash_cache, write_atomic
 
     matrix_path = Path(matrix_path)
@@ -215,11 +222,8 @@ def plan_matrix(matrix_path: Path, results_dir: Path, *, only: Optional[str] = N
         memo = _read_json(_memo_path(matrix_path))
         if memo is not None and _memo_valid(memo, key):
             entries = [(_cell_from_json(e["cell"]), e["fingerprint"], e["identity"]) for e in memo["cells"]]
-            if only:
-                entries = [e for e in entries if fnmatch.fnmatchcase(e[0].name, only)
-                           or fnmatch.fnmatchcase(e[0].name, f"*{only}*")]
             save_hash_cache()
-            return [_status(cell, fp, identity, results_dir) for cell, fp, identity in entries], None
+            return matching([_status(cell, fp, identity, results_dir) for cell, fp, identity in entries], only), None
     matrix = load_matrix(matrix_path)
     dtype = dtype or matrix.defaults.dtype
     try:
@@ -247,9 +251,7 @@ def plan_matrix(matrix_path: Path, results_dir: Path, *, only: Optional[str] = N
         except OSError:
             pass  # a read-only cache: plan afresh next time
     save_hash_cache()
-    if only:
-        plans = [p for p in plans if fnmatch.fnmatchcase(p.cell.name, only) or fnmatch.fnmatchcase(p.cell.name, f"*{only}*")]
-    return plans, ctx
+    return matching(plans, only), ctx
 
 
 def _registered_checkpoint(name: str) -> str:

@@ -17,7 +17,7 @@ from plugins.runner.executors import (
 )
 from plugins.runner.fingerprint import Context
 from plugins.runner.matrix import DEFAULT_MATRIX, RunnerError, load_matrix
-from plugins.runner.plan import CellPlan, plan_matrix, write_index
+from plugins.runner.plan import CellPlan, matching, plan_matrix, write_index
 
 __all__ = ["run", "dry_run", "summary_table", "stale_cells", "DEFAULT_RESULTS", "EXECUTORS"]
 
@@ -30,10 +30,9 @@ def dry_run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[st
             data_dir: Optional[Path] = None) -> list[CellPlan]:
     """The plan of every cell (matching ``only``), as ``reproduce --dry-run`` lists it; refreshes the index."""
     results_dir = Path(results_dir)
-    plans, _ = plan_matrix(Path(matrix_path), results_dir, only=only, dtype=dtype, data_dir=data_dir)
-    if not only:
-        write_index(results_dir, plans, Path(matrix_path))
-    return plans
+    plans, _ = plan_matrix(Path(matrix_path), results_dir, dtype=dtype, data_dir=data_dir)
+    write_index(results_dir, plans, Path(matrix_path))
+    return matching(plans, only)
 
 
 def stale_cells(results_dir: Path = DEFAULT_RESULTS, matrix_path: Path = DEFAULT_MATRIX,
@@ -64,7 +63,8 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
     if results_dir.is_dir():  # temporary files of a run killed mid-write (never a finished cell: those are renamed)
         for leftover in results_dir.rglob(".*.tmp"):
             leftover.unlink(missing_ok=True)
-    plans, ctx = plan_matrix(matrix_path, results_dir, only=only, dtype=dtype, data_dir=data_dir)
+    everything, ctx = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir)
+    plans = matching(everything, only)
     if not plans:
         raise RunnerError(f"no cell of {matrix_path} matches --only {only!r}" if only else f"{matrix_path} has no cells")
     todo = [p for p in plans if p.status != "error" and (force or p.status != "cached")]
@@ -75,9 +75,8 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
     if todo:
         _run_cells(todo, ctx, matrix_path, results_dir, device, dtype, batch_size, data_dir, progress, executor,
                    gpus_per_cell, jobs, summary)
-        plans, _ = plan_matrix(matrix_path, results_dir, only=only, dtype=dtype, data_dir=data_dir)
-    if not only:
-        write_index(results_dir, plans, matrix_path)
+        everything, _ = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir)
+    write_index(results_dir, everything, matrix_path)  # every cell of the matrix, whatever --only ran
     summary.seconds = time.perf_counter() - t_start
     return summary
 
