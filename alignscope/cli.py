@@ -251,18 +251,20 @@ def graph_export(
 def site(
     root: Path = typer.Option(Path("."), help="Checkout holding taxonomy/, papers/, results/ and mkdocs.yml."),
     build: bool = typer.Option(True, help="Run 'mkdocs build --strict' after generating the pages."),
+    force: bool = typer.Option(False, help="Make every page and plot afresh and rebuild, ignoring build/cache/site and the build stamp."),
 ) -> None:
-    """Generate the docs pages from the records, then build the static site into site/."""
+    """Generate the docs pages from the records, then build the static site into site/ (only what changed)."""
     from site_gen.render import build_site
 
     kb = _load(root)
     t0 = time.perf_counter()
-    n = _generate(root, kb)
+    n = _generate(root, kb, memo=not force)
     typer.echo(f"generated {n} pages in {time.perf_counter() - t0:.2f} s")
     if build:
         t0 = time.perf_counter()
-        build_site(root)
-        typer.echo(f"built site/ in {time.perf_counter() - t0:.2f} s")
+        built = build_site(root, force=force)
+        typer.echo(f"built site/ in {time.perf_counter() - t0:.2f} s" if built
+                   else "site/ is up to date: nothing mkdocs reads has changed since it was built")
 
 
 @app.command("list")
@@ -280,27 +282,13 @@ def list_(kind: str = typer.Argument(..., help="methods, benchmarks or models"))
         typer.echo(f"{name:<{width}}  {summary}")
 
 
-def _stale(root: Path) -> frozenset[str]:
-    """Result cells whose fingerprint no longer matches the code (empty, with a warning, if that cannot be told)."""
-    matrix = root / "plugins" / "reproduce.yaml"
-    if not matrix.is_file() or not (root / "results").is_dir():
-        return frozenset()
-    try:
-        from plugins.runner import stale_cells
-
-        return stale_cells(root / "results", matrix)
-    except Exception as exc:  # the site must build even when the experiment side cannot run here
-        _err(f"warning: cannot tell which results are stale ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-             "none is marked")
-        return frozenset()
-
-
-def _generate(root: Path, kb) -> int:
+def _generate(root: Path, kb, memo: bool = True) -> int:
+    """Generate the pages; stale results come from results/index.json (the runner is never imported here)."""
     from site_gen.render import generate_checkout
 
-    n, problems = generate_checkout(root, kb, _stale(root))
-    for p in problems:
-        _err(f"warning: result left out: {p}")
+    n, warnings = generate_checkout(root, kb, memo=memo)
+    for w in warnings:
+        _err(f"warning: {w}")
     return n
 
 
@@ -310,16 +298,16 @@ def serve(
     addr: str = typer.Option("127.0.0.1:8000", help="Address for the preview server."),
     interval: float = typer.Option(1.0, help="Seconds between checks for changed records."),
 ) -> None:
-    """Preview the site and regenerate its pages whenever a YAML record or a result file changes."""
+    """Preview the site and regenerate its pages whenever a record, a result, the matrix or a page source changes."""
     import subprocess
 
     from site_gen.load import load_knowledge_base
-    from site_gen.watch import snapshot
+    from site_gen.watch import WATCHED, snapshot
 
     _generate(root, _load(root))
-    watched = [root / "taxonomy", root / "papers", root / "results"]
+    watched = [root / w for w in WATCHED]
     server = subprocess.Popen([sys.executable, "-m", "mkdocs", "serve", "--dev-addr", addr, "--config-file", str(root / "mkdocs.yml")], cwd=root)
-    typer.echo(f"serving on http://{addr}/ ; watching taxonomy/, papers/ and results/ (Ctrl-C to stop)")
+    typer.echo(f"serving on http://{addr}/ ; watching {', '.join(WATCHED)} (Ctrl-C to stop)")
     before = snapshot(watched)
     try:
         while server.poll() is None:
@@ -367,11 +355,15 @@ def reproduce(
     results = results or runner.DEFAULT_RESULTS
     try:
         if dry_run:
-            m = runner.load_matrix(matrix)
-            ctx = runner._Context(None, dtype or m.defaults.dtype)
-            for p in runner.plan(runner.expand(m, only), results, ctx):
-                action = {"cached": "skip", "error": "fail"}.get(p.status, "run ")
-                typer.echo(f"{action}  {p.status:<6}  {p.cell.name}" + (f"  ({p.error.splitlines()[0]})" if p.error else ""))
+            plans = runner.dry_run(matrix, only=only, results_dir=results, dtype=dtype)
+            for p in plans:
+                action = {"cached": "skip"}.get(p.status, "run ") if p.status != "error" else "fail"
+                why = p.reason or (p.error.splitlines()[0] if p.error else "")
+                typer.echo(f"{action}  {p.status:<6}  {p.cell.name}" + (f"  ({why})" if why else ""))
+            counts = {s: sum(p.status == s for p in plans) for s in ("cached", "stale", "new", "failed", "error")}
+            to_run = counts["stale"] + counts["new"] + counts["failed"]
+            typer.echo(f"{to_run} of {len(plans)} cells to run ({counts['stale']} stale, {counts['new']} new, "
+                       f"{counts['failed']} failed before), {counts['cached']} current, {counts['error']} cannot run")
             return
         summary = runner.run(matrix, only=only, results_dir=results, device=device, dtype=dtype, batch_size=batch_size,
                              executor=executor, gpus_per_cell=gpus_per_cell, jobs=jobs, force=force, progress=progress,
@@ -382,7 +374,8 @@ def reproduce(
     if summary.ran:
         typer.echo(runner.summary_table(summary))
     for cell, why in summary.failed:
-        _err(f"failed: {cell}: {why}")
+        saved = runner.error_path(results, cell)
+        _err(f"failed: {cell}: {why}" + (f" (traceback: {saved})" if saved.is_file() else ""))
     typer.echo(f"{len(summary.ran)} cells run, {len(summary.cached)} unchanged, {len(summary.failed)} failed "
                f"in {summary.seconds:.1f} s; records in {results}")
     if summary.failed:
@@ -405,8 +398,9 @@ def explain(
     out: Optional[Path] = typer.Option(None, help="Write the report (summary and per-question rows) to this JSON file."),
 ) -> None:
     """Why does the model answer as it does? Visual dependence, attention to the image, logit lens, alignment per layer."""
-    from plugins import diagnostics
-    from plugins.api import write_atomic
+    from plugins.diagnostics import DiagnosticsError
+    from plugins.explain import explain as explain_questions, format_report, load_model
+    from plugins.files import write_atomic
     from plugins.methods.base import MethodConfigError
     from plugins.registry import RegistryError, create_method
 
@@ -420,13 +414,13 @@ def explain(
         _err(f"--image {image}: no such file")
         raise typer.Exit(2)
     try:
-        adapter = diagnostics.load_model(model, device)
-        report = diagnostics.explain(adapter, method=chosen, benchmark=benchmark, split=split, limit=limit,
+        adapter = load_model(model, device)
+        report = explain_questions(adapter, method=chosen, benchmark=benchmark, split=split, limit=limit,
                                      image=image, question=question, label=label, batch_size=batch_size)
-    except (diagnostics.DiagnosticsError, RegistryError, FileNotFoundError) as exc:
+    except (DiagnosticsError, RegistryError, FileNotFoundError) as exc:
         _err(str(exc))
         raise typer.Exit(2)
-    typer.echo(diagnostics.format_report(report, model))
+    typer.echo(format_report(report, model))
     if out is not None:
         write_atomic(out, json.dumps(report, indent=1, sort_keys=True) + "\n")
         typer.echo(f"report written to {out}")
@@ -440,11 +434,15 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train the embedded tiny LLaVA on the synthetic world (the survey's stages; minutes on a CPU)."""
-    from plugins.models.train import DEFAULT_CHECKPOINT, main as train_main
+    from plugins.embedded.card import run_summary
+    from plugins.embedded.train import train_default
 
-    argv = ["--out", str(out or DEFAULT_CHECKPOINT)] + (["--config", str(config)] if config else [])
-    argv += (["--quick"] if quick else []) + ([] if progress else ["--no-progress"])
-    raise typer.Exit(train_main(argv))
+    try:
+        folder = train_default(out, config, quick=quick, progress=progress)
+    except (ValueError, OSError) as exc:
+        _err(f"train: {exc}")
+        raise typer.Exit(2)
+    typer.echo(run_summary(folder))
 
 
 def main() -> None:

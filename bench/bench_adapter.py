@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from plugins.models.adapter import LlavaAdapter  # noqa: E402
 from plugins.models.batch import Batch  # noqa: E402
-from plugins.models.llava import LlavaAdapter  # noqa: E402
 from tests.tiny_llava import build_tiny_llava, random_images  # noqa: E402
 
 QUESTIONS = ["is there a cat in the image ?", "what color is the big square ?",

@@ -37,8 +37,9 @@ def main() -> None:
 
     from plugins.benchmarks.base import load_image
     from plugins.methods.contrastive import ContrastiveMethod
+    from plugins.models.adapter import LlavaAdapter
     from plugins.models.batch import Batch
-    from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+    from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
     from plugins.registry import create_method, get_benchmark, list_methods
 
     torch.set_num_threads(args.threads)

@@ -34,8 +34,9 @@ def throughput(threads: int, n_items: int, repeats: int, sizes: list[int]) -> No
     import torch
 
     from plugins.benchmarks.base import load_image
+    from plugins.models.adapter import LlavaAdapter
     from plugins.models.batch import Batch
-    from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+    from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
     from plugins.registry import get_benchmark
 
     torch.set_num_threads(threads)

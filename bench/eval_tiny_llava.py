@@ -5,7 +5,7 @@
 
 Loads the checkpoint with plain ``AutoProcessor`` / ``LlavaForConditionalGeneration``, answers the
 world's question benchmarks (POPE protocol with random / popular / adversarial negatives, colour
-questions, relation questions: :mod:`plugins.models.quick_eval`) greedily, scores with the official
+questions, relation questions: :mod:`plugins.embedded.quick_eval`) greedily, scores with the official
 POPE parser, and prints accuracy, F1 and yes-ratio next to the misalignment-profile targets
 (POPE random >= 85 %, adversarial >= 5 points below it; LLaVA-1.5-7B: 88.4 / 84.8 / 77.9 %), then
 the caption-hallucination figures (CHAIR_s, CHAIR_i and their attribute and relation analogues,
@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoProcessor, LlavaForConditionalGeneration  # noqa: E402
 
-from plugins.models.quick_eval import evaluate, format_table, pope_gap  # noqa: E402
-from plugins.models.train import DEFAULT_CHECKPOINT  # noqa: E402
+from plugins.embedded.quick_eval import evaluate, format_table, pope_gap  # noqa: E402
+from plugins.embedded.train import DEFAULT_CHECKPOINT  # noqa: E402
 from plugins.world import WorldConfig  # noqa: E402
 
 

@@ -18,17 +18,16 @@ precision, recall, f1, yes_ratio, chair_s, chair_i); the site shows percentages.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any, Annotated, Iterable, Optional
+from typing import Any, Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from plugins.files import write_atomic
 
 RESULT_SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -58,6 +57,9 @@ class Provenance(_Frozen):
     date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}")  # ISO date (or date-time) of the run
     method_config: dict[str, Any] = Field(default_factory=dict)  # resolved hyper-parameters
     train_seconds: Optional[float] = None  # for parameter-tuning methods: time spent training
+    # What the fingerprint was computed from, to say later why a record went stale:
+    # {"code": {module: normalised-tree hash}, "checkpoint_sha256": ..., "data_sha256": ...}
+    identity: Optional[dict[str, Any]] = None
 
 
 class ResultRecord(_Frozen):
@@ -113,66 +115,6 @@ def _round(value: Any, digits: int = 6) -> Any:
     return value
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write text (UTF-8) or bytes via a temporary file and rename, so a crash never leaves half a file.
-
-    The temporary file is ``.<name>.<random>.tmp`` beside ``path``; the runner removes any left by a kill.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def file_sha256(path: Path) -> str:
-    """Content SHA-256 of ``path``, cached per process by (real path, size, mtime).
-
-    For a Hugging Face cache symlink to an LFS blob, the blob's name *is* that hash and is used as is.
-    """
-    path = Path(path)
-    if path.is_symlink():
-        target = path.resolve()
-        if target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
-            return target.name
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def files_sha256(paths: Iterable[Path]) -> str:
-    """SHA-256 over ``name<TAB>sha256`` lines of ``paths`` in the order given (a repeated path counts once).
-
-    The identity of a checkpoint directory and of a benchmark split's data.
-    """
-    digest = hashlib.sha256()
-    seen: set[Path] = set()
-    for path in paths:
-        path = Path(path)
-        if path in seen:
-            continue
-        seen.add(path)
-        digest.update(f"{path.name}\t{file_sha256(path)}\n".encode("utf-8"))
-    return digest.hexdigest()
-
-
 def git(*args: str) -> Optional[str]:
     """Output of ``git <args>`` run in this checkout, or None when git or the repository is unavailable."""
     try:
@@ -189,8 +131,12 @@ def save_record(results_dir: Path, record: ResultRecord) -> Path:
     return path
 
 
+RECORD_FILE = re.compile(r"seed\d+\.json")
+"""The file name of a record (``results/<model>/<benchmark>/<split>/<method>/seed<k>.json``)."""
+
+
 def load_results(results_dir: Path) -> tuple[list[ResultRecord], list[str]]:
-    """Every ``*.json`` record under ``results_dir``, sorted by cell; unreadable files become messages.
+    """Every record (``seed<k>.json``) under ``results_dir``, sorted by cell; unreadable files become messages.
 
     A corrupt file never stops the site: it is reported (``path: what is wrong``) and left out.
     """
@@ -199,7 +145,9 @@ def load_results(results_dir: Path) -> tuple[list[ResultRecord], list[str]]:
     root = Path(results_dir)
     if not root.is_dir():
         return records, problems
-    for path in sorted(root.rglob("*.json")):
+    for path in sorted(root.rglob("seed*.json")):
+        if not RECORD_FILE.fullmatch(path.name):
+            continue  # a failed cell's error file (seed0.error.json); index.json is not a record either
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             records.append(ResultRecord.model_validate(data))

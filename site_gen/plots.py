@@ -12,6 +12,7 @@ True
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Sequence
 
 import matplotlib
@@ -132,4 +133,22 @@ def lines_svg(series: dict[str, Sequence[float]], first: int, title: str, xlabel
         ax.set_ylabel(_text(ylabel))
         ax.grid(True, color="#eeeeee", zorder=0)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7)
+        return _svg(fig)
+
+
+def loss_curves_svg(stages: Sequence[tuple[str, Sequence[float]]], title: str) -> str:
+    """One small panel per training stage: its loss at every step (each stage has its own scale).
+
+    >>> loss_curves_svg([("stage 0", [3.0, 2.0, 1.5]), ("stage 1", [1.0, 0.5])], "t").count("stage 1") >= 1
+    True
+    """
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(len(stages), 1), figsize=(2.6 * max(len(stages), 1), 2.6), squeeze=False)
+        for i, (ax, (name, losses)) in enumerate(zip(axes[0], stages)):
+            ax.plot(range(1, len(losses) + 1), list(losses), color=PALETTE[i % len(PALETTE)], linewidth=0.8)
+            ax.set_title("\n".join(textwrap.wrap(_text(name), 30)), fontsize=8)
+            ax.set_xlabel("step")
+            ax.grid(True, color="#eeeeee", zorder=0)
+        axes[0][0].set_ylabel("training loss")
+        fig.suptitle(_text(title), fontsize=10, y=1.12)  # above the wrapped panel titles
         return _svg(fig)

@@ -11,26 +11,32 @@ script, or Markdown links. Output is deterministic: sorted iteration, no dates.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from plugins.api import BASELINE, ResultRecord
 
 from .causes import (DIAGNOSTIC_COLUMNS, DIAGNOSTICS_BENCHMARK, cause_arms, cause_results, diagnostics_tables, layer_series,
                      method_diagnostics)
-from .graph import build_graph
+from .guide import PAGES_DIR, GuideData, guide_context, md_inert, page_sources, read_guide_data
 from .load import KnowledgeBase
-from .plots import lines_svg, paired_svg, pareto_svg, stacked_bars_svg
+from .memo import BUILD_STAMP, MEMO_DIR, Memo, build_inputs, digest, stamp_matches, write_stamp
 from .reproduced import effect_summary, method_effects, reproduction_tables, side_by_side
+from .results_index import ResultsIndex, is_result_record, read_results_index
 from .schema import Paper
 from .tables import coverage_families_causes, coverage_methods_levels, survey_table1, survey_table2, survey_table3
 
+# matplotlib (site_gen.plots) and networkx (site_gen.graph) are imported only when a plot or the
+# explorer's data must really be made: a run where nothing changed takes them from the memo.
 DOCS_DIR = Path("build/docs")
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -89,9 +95,26 @@ EXPLORER_TYPES = ("taxonomy", "method", "benchmark", "model", "paper")
 """Node types shown in the graph explorer (reported-result nodes have no page of their own)."""
 
 
+def kb_digest(kb: KnowledgeBase) -> str:
+    """Hash of everything the pages read from the knowledge base: each record file's data and where each id is defined."""
+    sources = {src.path: src.data for src in [*kb.files.values(), *kb.paper_sources]}
+    return digest(sources, sorted(kb.where.items()))
+
+
+def _in_order(value):
+    """Dicts as lists of items, so a hash sees their order (a plot's legend follows it)."""
+    if isinstance(value, dict):
+        return [["dict"], [[k, _in_order(v)] for k, v in value.items()]]
+    if isinstance(value, (list, tuple)):
+        return [_in_order(v) for v in value]
+    return value
+
+
 class Renderer:
     def __init__(self, kb: KnowledgeBase, repo_edit_url: Optional[str] = None,
-                 results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset()):
+                 results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset(),
+                 index: Optional[ResultsIndex] = None, guide: Optional[GuideData] = None,
+                 memo: Optional[Memo] = None, kb_key: Optional[str] = None):
         self.kb = kb
         self.repo_edit_url = repo_edit_url
         # Method results feed the tables beside the survey's methods; arms of cause experiments and
@@ -100,6 +123,10 @@ class Renderer:
         self.all_results = list(results)
         self.results = [r for r in results if r.method not in arms and r.benchmark != DIAGNOSTICS_BENCHMARK]
         self.stale_cells = stale_cells
+        self.index = index or ResultsIndex()
+        self.guide = guide
+        self.memo = memo or Memo(None)
+        self._kb_key = kb_key
         self.env = Environment(
             loader=FileSystemLoader(str(TEMPLATES)),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -161,6 +188,9 @@ class Renderer:
     def is_stale(self, record: ResultRecord) -> bool:
         return record.cell in self.stale_cells
 
+    def not_in_matrix(self, record: ResultRecord) -> bool:
+        return self.index.found and record.cell not in self.index.cells
+
     def edit_link(self, kind: str, ident: str) -> dict:
         path, line = self.kb.where[f"{kind}:{ident}"]
         href = f"{self.repo_edit_url.rstrip('/')}/{path}" if self.repo_edit_url else None
@@ -182,8 +212,8 @@ class Renderer:
             papers = sorted(p for p, rec in kb.papers.items() if full in rec.tags)
             self.render(page, "taxonomy.html.j2", node.name, node=node, full=full, parent=kb.parent[full], children=children,
                         methods=sorted(set(methods)), benchmarks=benchmarks, papers=papers)
-        fam_plot = self.plot("papers-by-family-and-year", stacked_bars_svg(
-            self._families_by_year(), "Papers per mitigation family and year", "papers"))
+        fam_plot = self.plot("papers-by-family-and-year", "stacked_bars_svg",
+                             self._families_by_year(), "Papers per mitigation family and year", "papers")
         # The paper list is split into pages of PAPERS_PER_PAGE so no page grows with the knowledge base.
         ordered = sorted(kb.papers.values(), key=lambda p: (-(p.year or 0), p.id))
         chunks = [ordered[i:i + PAPERS_PER_PAGE] for i in range(0, len(ordered), PAPERS_PER_PAGE)] or [[]]
@@ -210,9 +240,9 @@ class Renderer:
             for t in diag_tables:
                 series = {k: v for k, v in layer_series(t, "image_attention").items() if k in (BASELINE, mid)}
                 if t.split == "pope-adversarial" and mid in series and BASELINE in series:
-                    diag_plot = self.plot(f"diagnostics-{t.model}-{t.split}-image_attention-{mid}", lines_svg(
-                        series, 1, f"{t.model}, {t.split}: attention to image tokens", "decoder layer",
-                        "share of attention on image tokens"))
+                    diag_plot = self.plot(f"diagnostics-{t.model}-{t.split}-image_attention-{mid}", "lines_svg",
+                                          series, 1, f"{t.model}, {t.split}: attention to image tokens", "decoder layer",
+                                          "share of attention on image tokens")
             self.render(page, "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"],
                         reported=self.results_for("method", mid), reproduced=self.reproduced_for("method", mid),
                         extended_by=extended_by.get(mid, []), effects=effects, effect_summary=effect_summary(effects),
@@ -228,9 +258,9 @@ class Renderer:
         t1 = survey_table1(kb)
         t1_points = [(row.label, row.seconds_per_input, row.cells[("adversarial", "accuracy")]) for row in t1
                      if row.seconds_per_input is not None and row.cells.get(("adversarial", "accuracy")) is not None]
-        t1_plot = self.plot("survey-table1-accuracy-vs-cost", pareto_svg(
-            t1_points, "Reported in the survey's Table 1 (LLaVA-1.5-7B, POPE adversarial)", "seconds per input (reported)",
-            "accuracy, % (reported)")) if t1_points else None
+        t1_plot = self.plot("survey-table1-accuracy-vs-cost", "pareto_svg",
+                            t1_points, "Reported in the survey's Table 1 (LLaVA-1.5-7B, POPE adversarial)",
+                            "seconds per input (reported)", "accuracy, % (reported)") if t1_points else None
         self.render("tables.md", "tables.html.j2", "The survey's tables", wide=True, t1=t1, t2=survey_table2(kb), t3=survey_table3(kb), t1_plot=t1_plot)
         self.render("coverage.md", "coverage.html.j2", "Coverage", wide=True, levels=coverage_methods_levels(kb), causes=coverage_families_causes(kb),
                     fam_plot=fam_plot)
@@ -240,23 +270,44 @@ class Renderer:
             points = [(row.method, row.seconds_per_input, 100 * row.cells[(split, "accuracy")].value) for row in t.rows
                       if (split, "accuracy") in row.cells]
             if points:
-                repro_plots[t.anchor] = self.plot(f"reproduced-{t.anchor}", pareto_svg(
-                    points, f"Reproduced: {t.model}, {t.benchmark} {split}", "seconds per input (measured)", "accuracy, % (measured)"))
+                repro_plots[t.anchor] = self.plot(f"reproduced-{t.anchor}", "pareto_svg",
+                                                  points, f"Reproduced: {t.model}, {t.benchmark} {split}",
+                                                  "seconds per input (measured)", "accuracy, % (measured)")
         self.render("reproduction.md", "reproduction.html.j2", "Reproduction", wide=True, tables=tables, pairs=side_by_side(kb, tables),
-                    plots=repro_plots, baseline=BASELINE)
+                    plots=repro_plots, baseline=BASELINE, orphans=self.index.not_in_matrix(self.all_results))
         self._causes_and_diagnostics()
-        self.assets["assets/graph.json"] = json.dumps(self._graph_data(), ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n"
+        self.assets["assets/graph.json"] = self._graph_json()
         self.render("graph.md", "graph.html.j2", "Graph explorer", wide=True, types=EXPLORER_TYPES)
+        self._guide_pages()
         return self.pages
+
+    def _guide_pages(self) -> None:
+        """The hand-written pages of site_gen/pages/, as Markdown whose every inserted value is inert."""
+        env = Environment(
+            loader=ChoiceLoader([FileSystemLoader(str(PAGES_DIR)), FileSystemLoader(str(TEMPLATES))]),
+            autoescape=True, finalize=lambda v: v if isinstance(v, Markup) else Markup(md_inert(str(v))),
+            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        )
+        env.filters["thousands"] = lambda v: f"{v:,}"
+        env.filters["json"] = lambda v, indent=None: json.dumps(v, sort_keys=True, ensure_ascii=False, indent=indent)  # plain text: made inert like any value
+        g = guide_context(self.kb, self.all_results, self.index, self.guide, self.stale_cells)
+        plots = {}
+        stages = [(s.get("name", f"stage {i}"), s["losses"]) for i, s in enumerate(g.card["log"].get("stages", []))
+                  if isinstance(s, dict) and s.get("losses")] if g.card else []
+        if stages:
+            plots["losses"] = self.plot(f"training-losses-{g.model}", "loss_curves_svg", stages, f"{g.model}: training loss per stage")
+        for page, template in page_sources().items():
+            self.pages[page] = env.get_template(template).render(here=page, r=self, kb=self.kb, g=g, plots=plots)
 
     def _causes_and_diagnostics(self) -> None:
         causes = cause_results(self.kb, self.all_results, self.stale_cells)
         plots = {}
         for c in causes:
             if c.rows:
-                plots[c.anchor] = self.plot(f"cause-{c.anchor}", paired_svg(
-                    [(row.seed, row.control, row.treated) for row in c.rows], c.experiment.control, c.experiment.treated,
-                    f"{c.node.name}: {c.experiment.treated} vs {c.experiment.control}", c.measure_text))
+                plots[c.anchor] = self.plot(f"cause-{c.anchor}", "paired_svg",
+                                            [(row.seed, row.control, row.treated) for row in c.rows], c.experiment.control,
+                                            c.experiment.treated, f"{c.node.name}: {c.experiment.treated} vs {c.experiment.control}",
+                                            c.measure_text)
         self.render("causes.md", "causes.html.j2", "Causes as experiments", wide=True, causes=causes, plots=plots)
         arms = cause_arms(self.kb)
         tables = diagnostics_tables(self.all_results, arms, self.stale_cells)
@@ -267,8 +318,8 @@ class Renderer:
                 series = layer_series(t, prefix)
                 if series:
                     first = 1 if prefix == "image_attention" else 0  # attention is per decoder layer, the lens per hidden state
-                    layer_plots[(t.split, prefix)] = self.plot(f"diagnostics-{t.model}-{t.split}-{prefix}", lines_svg(
-                        series, first, f"{t.model}, {t.split}: {label}", "layer", label))
+                    layer_plots[(t.split, prefix)] = self.plot(f"diagnostics-{t.model}-{t.split}-{prefix}", "lines_svg",
+                                                               series, first, f"{t.model}, {t.split}: {label}", "layer", label)
         self.render("diagnostics.md", "diagnostics.html.j2", "Diagnostics", wide=True, tables=tables,
                     columns=DIAGNOSTIC_COLUMNS, layer_plots=layer_plots)
 
@@ -280,10 +331,17 @@ class Renderer:
         return [r for r in self.results if getattr(r, field) == value or (field == "benchmark" and r.protocol == value)]
 
     # ------------------------------------------------------------ plots and graph data
-    def plot(self, name: str, svg: str) -> str:
-        """Register a generated SVG; returns its path under the docs folder."""
+    def plot(self, name: str, draw: str, *args) -> str:
+        """Draw ``site_gen.plots.<draw>(*args)`` as ``plots/<name>.svg`` (or take it from the memo); returns its path."""
+        key = digest(self.memo.salt, draw, _in_order(args))
+        svg = self.memo.get("plots", key)
+        if svg is None:
+            from . import plots
+
+            svg = getattr(plots, draw)(*args).encode("utf-8")
+            self.memo.put("plots", key, svg)
         path = f"plots/{name}.svg"
-        self.assets[path] = svg
+        self.assets[path] = svg.decode("utf-8")
         return path
 
     def _families_by_year(self) -> dict[str, dict[int, int]]:
@@ -299,8 +357,18 @@ class Renderer:
                 per_year[p.year] = per_year.get(p.year, 0) + 1
         return counts
 
+    def _graph_json(self) -> str:
+        key = digest(self.memo.salt, self._kb_key or kb_digest(self.kb))
+        cached = self.memo.get("graph", key)
+        if cached is None:
+            cached = (json.dumps(self._graph_data(), ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
+            self.memo.put("graph", key, cached)
+        return cached.decode("utf-8")
+
     def _graph_data(self) -> dict:
         """Compact node-link data for the explorer: nodes ``[type, label, url]``, links ``[source, target, type]``."""
+        from .graph import build_graph
+
         g = build_graph(self.kb)
         keep = sorted(n for n, a in g.nodes(data=True) if a["type"] in EXPLORER_TYPES)
         index = {n: i for i, n in enumerate(keep)}
@@ -314,20 +382,41 @@ class Renderer:
 
 
 def generate_docs(kb: KnowledgeBase, root: Path, repo_edit_url: Optional[str] = None,
-                  results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset()) -> int:
+                  results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset(),
+                  index: Optional[ResultsIndex] = None, guide: Optional[GuideData] = None, memo: bool = True) -> int:
     """Bring ``root/build/docs`` in line with the records; return the page count.
 
     Only files whose content changed are rewritten and files no longer generated are removed,
-    so a live preview reloads just what changed.
+    so a live preview reloads just what changed. With ``memo``, a docs tree made before from the
+    same inputs is reused and plots whose data did not change are not drawn again (site_gen.memo);
+    without it, everything is made afresh (the bytes are the same).
     """
-    renderer = Renderer(kb, repo_edit_url, results, stale_cells)
-    pages = renderer.build()
-    files = {rel: text.encode("utf-8") for rel, text in {**pages, **renderer.assets}.items()}
+    root = Path(root)
+    guide = guide if guide is not None else read_guide_data(root)
+    index = index or ResultsIndex()
+    cache = Memo(root / MEMO_DIR if memo else None)
+    kb_key = kb_digest(kb)
+    key = digest(cache.salt, kb_key, repo_edit_url, [r.model_dump_json() for r in results], sorted(stale_cells),
+                 asdict(index), guide.key())
+    made = cache.get("tree", key)
+    try:
+        tree = json.loads(made) if made is not None else None
+    except ValueError:  # a damaged entry is made again
+        tree = None
+    if not (isinstance(tree, dict) and isinstance(tree.get("files"), dict)):
+        renderer = Renderer(kb, repo_edit_url, results, stale_cells, index, guide, cache, kb_key)
+        pages = renderer.build()
+        tree = {"pages": len(pages), "files": {**pages, **renderer.assets}}
+        cache.put("tree", key, json.dumps(tree, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        cache.prune("plots")
+        cache.prune("graph")
+    cache.prune("tree")
+    files = {rel: text.encode("utf-8") for rel, text in tree["files"].items()}
     for asset in sorted((TEMPLATES / "assets").rglob("*")):
         if asset.is_file():
             files[f"assets/{asset.relative_to(TEMPLATES / 'assets').as_posix()}"] = asset.read_bytes()
-    sync_tree(Path(root) / DOCS_DIR, files)
-    return len(pages)
+    sync_tree(root / DOCS_DIR, files)
+    return tree["pages"]
 
 
 def sync_tree(out: Path, files: dict[str, bytes]) -> None:
@@ -347,34 +436,72 @@ def sync_tree(out: Path, files: dict[str, bytes]) -> None:
                 path.rmdir()
 
 
-def site_settings(root: Path) -> dict:
-    """AlignScope's own settings from ``mkdocs.yml`` (``extra.alignscope``), tolerating mkdocs' custom tags."""
+def mkdocs_config(root: Path) -> dict:
+    """``root/mkdocs.yml`` as data, tolerating mkdocs' custom tags (``!!python/name:...`` is read as null, never run)."""
     import yaml
 
     class _Lenient(yaml.SafeLoader):
         pass
 
-    _Lenient.add_multi_constructor("", lambda loader, suffix, node: None)  # !!python/name:... and friends: ignored
+    _Lenient.add_multi_constructor("", lambda loader, suffix, node: None)
     path = Path(root) / "mkdocs.yml"
     data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Lenient) if path.is_file() else None
-    extra = (data or {}).get("extra") or {}
+    return data if isinstance(data, dict) else {}
+
+
+def site_settings(root: Path) -> dict:
+    """AlignScope's own settings from ``mkdocs.yml`` (``extra.alignscope``)."""
+    extra = mkdocs_config(root).get("extra") or {}
     return dict(extra.get("alignscope") or {})
 
 
-def generate_checkout(root: Path, kb: KnowledgeBase, stale_cells: frozenset[str] = frozenset()) -> tuple[int, list[str]]:
-    """Generate the docs of a checkout from its records and ``results/``; returns (pages, result-file problems)."""
+def load_checkout_results(root: Path) -> tuple[list[ResultRecord], ResultsIndex, list[str]]:
+    """The result records of ``root/results``, the runner's index, and every problem as a warning line.
+
+    The index and the runner's error files (``*.error.json``) live beside the records and are not records.
+    """
     from plugins.api import load_results
 
-    results, problems = load_results(Path(root) / "results")
-    n = generate_docs(kb, root, site_settings(root).get("record_edit_url"), results, stale_cells)
+    results_dir = Path(root) / "results"
+    records, problems = load_results(results_dir)
+    not_records = {str(p) for p in results_dir.rglob("*.json") if not is_result_record(p)} if results_dir.is_dir() else set()
+    problems = [f"result left out: {p}" for p in problems
+                if not any(p.startswith((f"{path}:", f"{path} ")) for path in not_records)]
+    index = read_results_index(results_dir, has_records=bool(records))
+    return records, index, [*index.problems, *problems]
+
+
+def generate_checkout(root: Path, kb: KnowledgeBase, memo: bool = True) -> tuple[int, list[str]]:
+    """Generate the docs of a checkout from its records, ``results/`` and its index; returns (pages, warnings).
+
+    Stale results are those ``results/index.json`` marks (site_gen.results_index): the runner is never imported.
+    """
+    records, index, problems = load_checkout_results(root)
+    n = generate_docs(kb, root, site_settings(root).get("record_edit_url"), records, index.stale_cells(records), index,
+                      memo=memo)
     return n, problems
 
 
-def build_site(root: Path) -> None:
-    """``mkdocs build --strict`` in ``root``; raises ``RuntimeError`` with mkdocs' output on failure."""
+def build_site(root: Path, force: bool = False) -> bool:
+    """``mkdocs build --strict`` in ``root``, unless nothing it reads changed since the last build; True if it ran.
+
+    Raises ``RuntimeError`` with mkdocs' output on failure. The build date is pinned
+    (``SOURCE_DATE_EPOCH``, unless set) so that two builds of the same pages are byte-identical.
+    """
+    root = Path(root)
+    config = mkdocs_config(root)
+    docs_dir = root / str(config.get("docs_dir") or "docs")
+    site_dir = root / str(config.get("site_dir") or "site")
+    stamp = root / BUILD_STAMP
+    inputs = build_inputs(docs_dir, root / "mkdocs.yml")
+    if not force and stamp_matches(stamp, inputs, site_dir):
+        return False
+    stamp.unlink(missing_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--config-file", str(Path(root) / "mkdocs.yml")],
-        cwd=root, capture_output=True, text=True,
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--config-file", str(root / "mkdocs.yml")],
+        cwd=root, capture_output=True, text=True, env={"SOURCE_DATE_EPOCH": "0", **os.environ},
     )
     if proc.returncode != 0:
         raise RuntimeError(f"mkdocs build failed:\n{proc.stdout}{proc.stderr}")
+    write_stamp(stamp, inputs, site_dir)
+    return True

@@ -160,7 +160,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def adapter(checkpoint):
     """The LlavaAdapter of :func:`checkpoint`, on CPU."""
-    from plugins.models.llava import LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
 
     return LlavaAdapter.load(checkpoint, device="cpu")
 
@@ -169,7 +169,7 @@ def adapter(checkpoint):
 
 @pytest.fixture
 def artifact_cache(tmp_path, monkeypatch) -> Path:
-    """A private, empty ``ALIGNSCOPE_CACHE`` (see plugins.methods.base.cached_artifact) for one test."""
+    """A private, empty ``ALIGNSCOPE_CACHE`` (see plugins.artifacts.cached_artifact) for one test."""
     monkeypatch.setenv("ALIGNSCOPE_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
 

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +23,7 @@ from site_gen.render import build_site, generate_checkout
 from site_gen.tables import TABLE1_METRICS, TABLE1_SPLITS, survey_table1
 
 from .conftest import REPO
+from .site_fixtures import copy_checkout, current_index, record_cells, write_index
 
 ARTIFACTS = REPO / "build" / "test-artifacts"
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and os.path.exists(p)), None)
@@ -43,13 +43,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site_url(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    for sub in ("taxonomy", "papers"):
-        shutil.copytree(REPO / sub, root / sub)
-    shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    root = copy_checkout(tmp_path_factory.mktemp("site"))  # records, results, matrix and model card
+    write_index(root / "results", current_index(root / "results"))
     kb, issues = load_knowledge_base(root)
     assert issues == []
-    generate_checkout(root, kb)
+    _, problems = generate_checkout(root, kb)
+    assert problems == []
     build_site(root)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root / "site")))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -162,7 +161,24 @@ def test_graph_explorer_filters_and_opens_pages(page, site_url):
 
 def test_every_kind_of_page_loads_cleanly(page, site_url):
     for path in ("/", "/papers/", "/papers/leng2024-vcd/", "/methods/", "/benchmarks/pope/", "/models/llava-1.5-7b/",
-                 "/taxonomy/level.object/", "/coverage/", "/reproduction/"):
+                 "/taxonomy/level.object/", "/coverage/", "/reproduction/", "/experiments/", "/methods-as-run/",
+                 "/embedded-model/", "/embedded-model-history/", "/real-models/"):
         response = page.goto(site_url + path)
         assert response is not None and response.ok, path
         assert page.locator("h1").first.is_visible(), path
+
+
+def test_the_experiments_section_is_in_the_navigation_and_shows_the_data(page, site_url):
+    page.goto(site_url + "/experiments/")
+    nav = page.locator("nav.md-nav--primary")
+    for title in ("Running the experiments", "Methods as run here", "The embedded model", "Embedded model: history",
+                  "Real models and GPUs"):
+        assert nav.get_by_text(title, exact=True).count() >= 1, title
+    n_records = len(record_cells(REPO / "results"))
+    total = page.locator("tr", has=page.locator("td", has_text="whole matrix")).first.locator("td")
+    assert total.nth(2).inner_text() == str(n_records)  # "with a record": every record of the copy
+    page.goto(site_url + "/embedded-model/")
+    plot = page.locator('img[src*="training-losses-"]')
+    assert plot.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.goto(site_url + "/reproduction/")
+    assert page.get_by_text("Every cell of the matrix has a record.").is_visible()

@@ -7,7 +7,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from plugins.models.cache import GrowingCache, GrowingLayer, cache_rows
-from plugins.models.llava import cache_keyword
+from plugins.models.compat import cache_keyword
 
 
 def _same(a, b) -> bool:

@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 
 from plugins import runner  # noqa: E402
 from plugins.api import load_results  # noqa: E402
-from plugins.models.llava import TINY_LLAVA_CHECKPOINT  # noqa: E402
+from plugins.models.lookup import TINY_LLAVA_CHECKPOINT  # noqa: E402
 
 RESULTS = runner.DEFAULT_RESULTS
 
@@ -42,7 +42,7 @@ def test_committed_results_are_current():
 
 def test_stored_predictions_are_what_the_checkpoint_answers():
     from plugins.methods.baseline import Baseline
-    from plugins.models.llava import LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
     from plugins.registry import get_benchmark
 
     record = next(r for r in load_results(RESULTS)[0]

@@ -11,8 +11,8 @@ from plugins.diagnostics import (
     CONDITIONS, DiagnosticsError, blank_image, diagnose, layer_readout, noised_image, reference_batch, summarize,
 )
 from plugins.methods.attention import AttentionEdit
+from plugins.models.adapter import LlavaAdapter
 from plugins.models.batch import Batch
-from plugins.models.llava import LlavaAdapter
 from plugins.registry import create_method
 from tests.tiny_llava import random_images
 
@@ -140,7 +140,11 @@ def test_world_diagnostics_benchmark_runs_a_cell(adapter, tmp_path):
     assert len(rows) == 6 and all(r["level"] == "attribute" for r in rows)
     assert metrics["n_items"] == 6 and 0 <= metrics["accuracy"] <= 1
     payload = bench.fingerprint_payload("attribute-adversarial")
-    assert "uses_sha256" in payload and payload["options"]["limit"] == 6
+    assert payload["options"]["limit"] == 6 and payload["parser"] == "diagnostics-v1"
+    from plugins.identity import code_identity
+
+    code = code_identity(["plugins.benchmarks.diagnostics"])  # what the runner hashes for its cells
+    assert {"plugins.diagnostics", "plugins.methods.attention", "plugins.models.noise"} <= set(code)
 
 
 def test_explain_command_on_one_question_and_its_errors(checkpoint, tmp_path):

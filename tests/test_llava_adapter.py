@@ -22,10 +22,13 @@ import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-from plugins.methods.base import ForwardHooks, Method, MethodConfig  # noqa: E402
+from plugins.methods.base import Method, MethodConfig  # noqa: E402
+from plugins.models.adapter import LlavaAdapter  # noqa: E402
 from plugins.models.batch import Batch  # noqa: E402
-from plugins.models.llava import (CheckpointNotFoundError, LlavaAdapter, resolve_checkpoint,  # noqa: E402
-                                  resolve_device, resolve_dtype)
+from plugins.models.lookup import CheckpointNotFoundError, resolve_checkpoint  # noqa: E402
+from plugins.models.device import resolve_device, resolve_dtype  # noqa: E402
+from plugins.models.prefix import shared_prefix_plan  # noqa: E402
+from plugins.models.hooks import ForwardHooks  # noqa: E402
 from plugins.registry import create_method, list_methods  # noqa: E402
 from tests.tiny_llava import IMAGE_SIZE, NUM_PATCHES, PATCH_SIZE, VOCAB, build_tiny_llava, language_model_passes, random_images  # noqa: E402
 
@@ -240,7 +243,7 @@ def test_a_shared_prompt_prefix_is_encoded_once_with_the_same_answers(adapter, b
     assert prefix + rest == width and rest == len("is there a cat ? ASSISTANT :".split()) - 1
     distinct = Batch(images=random_images(2, seed=5), prompts=["what", "describe the image"])  # padded: no shared cut
     encoded = adapter.encode(distinct)
-    assert adapter._shared_prefix_plan(encoded, encoded.prompt_length - 1) is None  # nothing to share: the usual pass
+    assert shared_prefix_plan(encoded, encoded.prompt_length - 1) is None  # nothing to share: the usual pass
 
 
 def test_forward_logits_do_not_depend_on_padding(adapter, batch):

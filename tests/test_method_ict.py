@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from plugins.benchmarks.pope import answer_clarity
-from plugins.methods.ict import (
-    ICT, AddAtLastPosition, _fit_logistic, blur_box, gaussian_blur, layer_shifts, probe_accuracies, select_heads,
-    trusted_directions,
-)
-from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+from plugins.methods.ict import ICT, AddAtLastPosition, layer_shifts
+from plugins.models.adapter import LlavaAdapter
+from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
+from plugins.trainers.ict import _fit_logistic, blur_box, gaussian_blur, probe_accuracies, select_heads, trusted_directions
 from tests.method_checks import computations_while_caching, hooks_while_steering
 
 SMALL = {"num_demos": 24}  # 4 demo scenes of 6 questions
@@ -100,7 +99,7 @@ def test_config_defaults_are_the_official_ones_and_typos_fail():
 
 def test_alpha_zero_is_plain_greedy(adapter, world_questions, monkeypatch):
     plain = adapter.generate(world_questions, max_new_tokens=6)
-    monkeypatch.setattr(ICT, "compute_directions", lambda self, model: pytest.fail("nothing to compute at alpha 0"))
+    monkeypatch.setattr(ICT, "trainer", staticmethod(lambda *a, **k: pytest.fail("nothing to compute at alpha 0")))
     assert adapter.generate(world_questions, max_new_tokens=6, method=ICT({"alpha": 0})) == plain
 
 

@@ -110,7 +110,8 @@ def test_config_is_checked():
 @pytest.fixture(scope="module")
 def tiny_llava():
     pytest.importorskip("torch")
-    from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
+    from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
 
     return LlavaAdapter.load(TINY_LLAVA_CHECKPOINT, device="cpu")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from plugins.methods.attention import AttentionEdit
-from plugins.methods.base import decoding_of
+from plugins.models.decoding import decoding_of
 from plugins.methods.opera import IMAGE_PHASE_TOKENS, OperaProcessor, column_scores, opera_penalty
 from plugins.models.batch import Batch
 from plugins.registry import create_method, list_methods
@@ -139,7 +139,8 @@ def test_the_model_is_unchanged_afterwards(adapter, batch):
 
 def test_the_penalty_changes_beam_scores_on_the_default_model():
     """On the committed world model the image bonus re-ranks candidates (not a no-op)."""
-    from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
+    from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
     from plugins.world import WorldConfig
     from plugins.world.render import render
     from plugins.world.scene import SceneSampler

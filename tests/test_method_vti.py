@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from plugins.benchmarks.pope import answer_clarity
-from plugins.methods.vti import VTI, SteerOutput, mask_patches, mean_plus_principal_axis, steer_toward
-from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+from plugins.methods.vti import VTI
+from plugins.models.adapter import LlavaAdapter
+from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
+from plugins.trainers.vti import SteerOutput, mask_patches, mean_plus_principal_axis, steer_toward
 from tests.method_checks import computations_while_caching, hooks_while_steering
 
 SMALL = {"num_demos": 4, "num_trials": 3}  # a few seconds' worth of demos; the formulas are the same
@@ -75,7 +77,7 @@ def test_config_defaults_are_the_official_ones_and_typos_fail():
 
 def test_strength_zero_is_plain_greedy(adapter, world_questions, monkeypatch):
     plain = adapter.generate(world_questions, max_new_tokens=6)
-    monkeypatch.setattr(VTI, "compute_directions", lambda self, model: pytest.fail("nothing to compute at strength 0"))
+    monkeypatch.setattr(VTI, "trainer", staticmethod(lambda *a, **k: pytest.fail("nothing to compute at strength 0")))
     for config in ({"alpha_image": 0, "alpha_text": 0}, {"scale": 0}):
         assert adapter.generate(world_questions, max_new_tokens=6, method=VTI(config)) == plain
 

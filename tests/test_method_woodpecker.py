@@ -10,11 +10,12 @@ import pytest  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-from plugins.methods import woodpecker as wp  # noqa: E402
 from plugins.methods.base import MethodConfigError  # noqa: E402
 from plugins.methods.woodpecker import Detection, correct  # noqa: E402
 from plugins.models.batch import Batch  # noqa: E402
+from plugins.models.detector import detections  # noqa: E402
 from plugins.registry import create_method  # noqa: E402
+from plugins.trainers import detector as trainer  # noqa: E402
 from plugins.world import CAPTION_PROMPT, SceneSampler, WorldConfig, render  # noqa: E402
 
 WORLD = WorldConfig()
@@ -103,7 +104,7 @@ def test_neutral_setting_changes_nothing(question, answer):
 
 def test_detector_training_is_seeded():
     def weights(seed):
-        net = wp.train_detector(WORLD, width=2, scenes=8, steps=2, batch=4, lr=3e-3, seed=seed)
+        net = trainer.train_detector(WORLD, width=2, scenes=8, steps=2, batch=4, lr=3e-3, seed=seed)
         return torch.cat([p.flatten() for p in net.state_dict().values()])
 
     state = torch.get_rng_state()
@@ -114,9 +115,9 @@ def test_detector_training_is_seeded():
 
 
 def test_detector_reads_one_verdict_per_category():
-    net = wp.train_detector(WORLD, width=2, scenes=8, steps=1, batch=4, lr=3e-3, seed=0)
+    net = trainer.train_detector(WORLD, width=2, scenes=8, steps=1, batch=4, lr=3e-3, seed=0)
     images = [render(SceneSampler(WORLD).sample_split("test", i), WORLD) for i in range(2)]
-    found = wp.detections(net, images, WORLD)
+    found = detections(net, images, WORLD)
     assert len(found) == 2 and set(found[0].presence) == set(WORLD.categories)
     assert all(0.0 <= p <= 1.0 for p in found[0].presence.values())
     assert sum(found[1].colors["star"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -129,8 +130,8 @@ def test_detector_is_cached_and_only_the_recipe_retrains_it(cache, monkeypatch):
     assert report["parameters"] > 0 and 0.0 <= report["presence_accuracy"] <= 1.0 and report["scenes"] == 4
 
     calls = []
-    original = wp.train_detector
-    monkeypatch.setattr(wp, "train_detector", lambda *a, **k: calls.append(k) or original(*a, **k))
+    original = trainer.train_detector
+    monkeypatch.setattr(trainer, "train_detector", lambda *a, **k: calls.append(k) or original(*a, **k))
     again = create_method("woodpecker", {**TINY, "min_confidence": 0.5, "box_threshold": 0.5})
     assert again.detector_report() == report and calls == []  # thresholds do not retrain
     weights = [p.clone() for p in again.detector().state_dict().values()]
@@ -154,7 +155,8 @@ def test_config_is_checked():
 @pytest.fixture(scope="module")
 def tiny_llava():
     """The committed default checkpoint (a ~1.3 M-parameter LLaVA trained on the world)."""
-    from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
+    from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
 
     return LlavaAdapter.load(TINY_LLAVA_CHECKPOINT, device="cpu")
 
@@ -180,7 +182,7 @@ def test_runs_on_the_committed_checkpoint(tiny_llava, cache):
     assert len(fixed) == len(batch) and all(isinstance(t, str) for t in fixed)
     assert fixed == tiny_llava.generate(batch, max_new_tokens=12, method=method, batch_size=6)  # batch-invariant
     # every answer is what the rules make of the plain answer with this detector's evidence
-    evidence = wp.detections(method.detector(), batch.images, WORLD)
+    evidence = detections(method.detector(), batch.images, WORLD)
     assert fixed == [correct(q, a, e, WORLD) for q, a, e in zip(batch.prompts, plain, evidence)]
     neutral = create_method("woodpecker", {**TINY, "min_confidence": 1.0})
     assert tiny_llava.generate(batch, max_new_tokens=12, method=neutral) == plain

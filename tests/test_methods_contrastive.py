@@ -11,8 +11,8 @@ from plugins.methods.contrastive import ContrastiveConfig, ContrastiveMethod, pl
 from plugins.methods.pai import amplify_image_attention
 from plugins.methods.ritual import TRANSFORMS, random_transform
 from plugins.methods.sid import hidden_image_tokens
-from plugins.methods.vcd import add_diffusion_noise, diffusion_alpha_bar
 from plugins.models.batch import Batch
+from plugins.models.noise import add_diffusion_noise, diffusion_alpha_bar
 from plugins.registry import create_method, list_methods
 from tests.tiny_llava import language_model_passes, pope_style_batch, random_images
 
@@ -246,7 +246,8 @@ def test_the_model_is_unchanged_afterwards(adapter, batch, name):
 
 def test_each_method_moves_the_first_token_scores_of_the_default_model():
     """On the committed world model the contrast stream really differs from the main one (not a no-op)."""
-    from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
+    from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
     from plugins.world import WorldConfig
     from plugins.world.render import render
     from plugins.world.scene import SceneSampler
@@ -273,11 +274,10 @@ def test_a_method_needing_images_says_so(adapter):
 
 
 def test_code_a_method_calls_without_inheriting_enters_its_fingerprint():
-    """PAI and SID run the attention edit module; editing it must mark their results stale."""
-    from plugins.methods.base import modules_sha256
+    """PAI and SID run the attention edit module; it is in their code identity, found from their imports."""
+    from plugins.identity import code_identity
 
     for name in ("pai", "sid"):
-        payload = create_method(name).fingerprint_payload()
-        assert payload["uses_sha256"] == modules_sha256(["plugins.methods.attention"])
-    assert "uses_sha256" not in create_method("vcd").fingerprint_payload()
-    assert "uses_sha256" in create_method("vti").fingerprint_payload()  # its demo set comes from the world's code
+        assert "plugins.methods.attention" in code_identity([type(create_method(name)).__module__])
+    assert "plugins.methods.attention" not in code_identity(["plugins.methods.vcd"])
+    assert "plugins.world.scene" in code_identity(["plugins.methods.vti"])  # its demo set comes from the world's code

@@ -16,9 +16,9 @@ import pytest
 
 from plugins.api import ResultRecord
 from plugins.benchmarks import pope
-from plugins.benchmarks.pope import (PARSER_NAME, POPE_SPLITS, PopeFormatError, PopeQuestion, answer_clarity,
-                                     find_pope_split_files, load_pope_questions, load_pope_split, load_pope_splits,
-                                     parse_pope_answer, pope_metrics, write_pope_questions)
+from plugins.benchmarks.pope import PARSER_NAME, answer_clarity, parse_pope_answer, pope_metrics
+from plugins.benchmarks.pope_files import (POPE_SPLITS, PopeFormatError, PopeQuestion, find_pope_split_files,
+                                           load_pope_questions, load_pope_split, load_pope_splits, write_pope_questions)
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pope"
 IMAGES = FIXTURE / "images"

@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch")
 from plugins.benchmarks.representation import (  # noqa: E402
     alignment_profile, cosine_margin, linear_cka, model_embeddings, mutual_knn,
 )
+from plugins.models.adapter import LlavaAdapter  # noqa: E402
 from plugins.models.batch import Batch  # noqa: E402
-from plugins.models.llava import LlavaAdapter  # noqa: E402
 from tests.tiny_llava import HIDDEN, random_images  # noqa: E402
 
 CAPTIONS = ["a red circle", "a blue square left of a green triangle .", "the small dog", "a cat"]  # different lengths: real padding

@@ -51,6 +51,7 @@ def write_matrix(path: Path, checkpoint: Path, methods: str = "{baseline: {}}", 
 @pytest.fixture()
 def env(tmp_path, checkpoint, monkeypatch):
     monkeypatch.setenv("ALIGNSCOPE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("ALIGNSCOPE_CACHE", str(tmp_path / "cache"))  # plan memo, hash caches, artifacts: private
     return {"matrix": write_matrix(tmp_path / "reproduce.yaml", checkpoint), "results": tmp_path / "results",
             "checkpoint": checkpoint}
 
@@ -96,35 +97,124 @@ def test_second_run_skips_everything_and_changes_nothing(env):
     summary = run(env)
     assert summary.ran == [] and len(summary.cached) == 5
     assert {p: p.read_bytes() for p in env["results"].rglob("*") if p.is_file()} == before
+    index = json.loads((env["results"] / "index.json").read_text())
+    assert index["version"] == 1 and index["fingerprint_version"] == runner.FINGERPRINT_VERSION
+    assert sorted(index["cells"]) == sorted(r.cell for r in load_results(env["results"])[0])
+    assert {c["state"] for c in index["cells"].values()} == {"current"}
 
 
-def test_editing_a_method_reruns_only_its_cells(env, tmp_path, monkeypatch):
-    import plugins.methods.baseline as baseline_module
-    from plugins.methods import base
+def test_an_unchanged_plan_needs_neither_torch_nor_the_methods(env):
+    """The memoised plan: a second dry run answers from file status alone (no torch, no method module)."""
+    import subprocess
+    import sys
 
-    # Two labels: baseline, and a second cell group using the same plugin with another label.
-    write_matrix(env["matrix"], env["checkpoint"], methods="{baseline: {}, copy: {use: baseline}}")
     run(env)
-    # "Edit" the baseline plugin's code: its source hash changes, so every cell using it is stale ...
-    real = base.source_sha256
-    monkeypatch.setattr(base, "source_sha256", lambda cls: "edited" if cls is baseline_module.Baseline else real(cls))
-    ctx = runner._Context(None, "auto")
-    plans = runner.plan(runner.expand(runner.load_matrix(env["matrix"])), env["results"], ctx)
-    assert {p.status for p in plans} == {"stale"}
-    # ... while an edit that touches nothing leaves all cached.
-    monkeypatch.setattr(base, "source_sha256", real)
-    plans = runner.plan(runner.expand(runner.load_matrix(env["matrix"])), env["results"], ctx)
-    assert {p.status for p in plans} == {"cached"}
+    code = ("import sys, json; from plugins import runner; "
+            f"plans = runner.dry_run({str(env['matrix'])!r}, results_dir={str(env['results'])!r}); "
+            "print(json.dumps([sorted({p.status for p in plans}), 'torch' in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith('plugins.methods.'))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ}, cwd=Path(runner.__file__).parents[2])
+    assert json.loads(out.stdout.splitlines()[-1]) == [["cached"], False, []]
 
 
-def test_only_runs_the_matching_cells(env):
+def test_a_cell_that_raises_anything_fails_alone_with_its_traceback_saved(env, monkeypatch):
+    from plugins.runner import executors
+
+    real = executors.compute_cell
+
+    def broken(p, *args, **kwargs):
+        if p.cell.benchmark == "world-relation":
+            raise TypeError("__init__() got an unexpected keyword argument 'processor_config'")
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(executors, "compute_cell", broken)
+    summary = run(env)
+    assert summary.failed == [("tiny-random/world-relation/opposite/baseline/seed0",
+                               "TypeError: __init__() got an unexpected keyword argument 'processor_config'")]
+    assert len(summary.ran) == 4
+    saved = json.loads(runner.error_path(env["results"], summary.failed[0][0]).read_text())
+    assert saved["error"].startswith("TypeError") and "Traceback" in saved["traceback"] and "broken" in saved["traceback"]
+    index = json.loads((env["results"] / "index.json").read_text())["cells"]
+    assert index[summary.failed[0][0]]["state"] == "failed" and "TypeError" in index[summary.failed[0][0]]["error"]
+    plans, _ = runner.plan_matrix(env["matrix"], env["results"])
+    assert [p.cell.name for p in plans if p.status == "failed"] == [summary.failed[0][0]]
+    monkeypatch.setattr(executors, "compute_cell", real)
+    again = run(env)  # fixed: the failed cell runs, its error file goes
+    assert [r.cell for r in again.ran] == [summary.failed[0][0]] and not again.failed
+    assert not runner.error_path(env["results"], summary.failed[0][0]).exists()
+
+
+def test_the_cli_exits_non_zero_when_a_cell_fails(env, monkeypatch):
+    from typer.testing import CliRunner
+
+    from alignscope.cli import app
+    from plugins.runner import executors
+
+    def broken(p, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(executors, "compute_cell", broken)
+    result = CliRunner().invoke(app, ["reproduce", "--matrix", str(env["matrix"]), "--results", str(env["results"]),
+                                      "--only", "*/pope/random/*", "--no-progress"])
+    assert result.exit_code == 1
+    assert "failed: tiny-random/pope/random/baseline/seed0: RuntimeError: boom (traceback:" in result.output
+
+
+def copy_of_the_code(tmp_path, monkeypatch):
+    """A copy of plugins/ that the fingerprints read from (edits there change identities, not the running code)."""
+    from plugins import identity
+
+    root = tmp_path / "code"
+    shutil.copytree(identity.REPO_ROOT / "plugins", root / "plugins",
+                    ignore=shutil.ignore_patterns("__pycache__", "checkpoints"))
+    monkeypatch.setattr(identity, "REPO_ROOT", root)
+    return root
+
+
+def edit(root: Path, module: str, old: str, new: str) -> None:
+    path = root.joinpath(*module.split(".")).with_suffix(".py")
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.mark.parametrize("use_memo", [True, False])
+def test_editing_a_method_reruns_only_its_cells_and_a_docstring_edit_nothing(env, tmp_path, monkeypatch, use_memo):
+    write_matrix(env["matrix"], env["checkpoint"], methods="{baseline: {}, copy: {use: baseline}, vcd: {}}")
+    run(env)
+    root = copy_of_the_code(tmp_path, monkeypatch)
+
+    def statuses():
+        plans, _ = runner.plan_matrix(env["matrix"], env["results"], use_memo=use_memo)
+        return {p.cell.name: (p.status, p.reason) for p in plans}
+
+    assert {s for s, _ in statuses().values()} == {"cached"}
+    # Documentation of the method, the adapter and the parser: nothing to run.
+    edit(root, "plugins.methods.vcd", '"""', '"""Edited words. ')
+    edit(root, "plugins.models.adapter", "    def decode(self", "    # a comment\n    def decode(self")
+    edit(root, "plugins.benchmarks.pope", '"""', '"""Edited words. ')
+    assert {s for s, _ in statuses().values()} == {"cached"}
+    # Code of VCD: its cells only, and the reason names the module.
+    edit(root, "plugins.methods.vcd", "        alpha = self.config.alpha\n", "        alpha = self.config.alpha + 0\n")
+    now = statuses()
+    assert {n for n, (s, _) in now.items() if s == "stale"} == {n for n in now if "/vcd/" in n}
+    assert all(r == "code of plugins.methods.vcd" for n, (s, r) in now.items() if s == "stale")
+
+
+def test_only_runs_the_matching_cells_and_the_index_still_lists_every_cell(env):
     summary = run(env, only="*/pope/random/*")
     assert [r.cell for r in summary.ran] == ["tiny-random/pope/random/baseline/seed0"]
+    states = {c: v["state"] for c, v in json.loads((env["results"] / "index.json").read_text())["cells"].items()}
+    assert len(states) == 5 and states.pop("tiny-random/pope/random/baseline/seed0") == "current"
+    assert set(states.values()) == {"missing"}
 
 
 def test_a_crash_mid_run_keeps_finished_cells_and_leaves_no_partial_file(env, monkeypatch):
+    from plugins.runner import executors
+
     calls = {"n": 0}
-    real = runner.run_cell
+    real = executors.run_cell
 
     def crash_on_second(*args, **kwargs):
         calls["n"] += 1
@@ -132,13 +222,13 @@ def test_a_crash_mid_run_keeps_finished_cells_and_leaves_no_partial_file(env, mo
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C inside the second cell
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", crash_on_second)
+    monkeypatch.setattr(executors, "run_cell", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         run(env)
     files = [p for p in env["results"].rglob("*") if p.is_file()]
-    assert len([p for p in files if p.name.endswith(".json")]) == 1
+    assert len([p for p in files if p.name.startswith("seed") and p.name.endswith(".json")]) == 1
     assert not [p for p in files if p.name.startswith(".") or p.suffix == ".tmp"]
-    monkeypatch.setattr(runner, "run_cell", real)
+    monkeypatch.setattr(executors, "run_cell", real)
     # A SIGKILL in the middle of a write leaves a temporary file; the next run removes it.
     leftover = files[0].with_name(f".{files[0].name}.abc123.tmp")
     leftover.write_text("half a record")
@@ -158,6 +248,8 @@ def test_stale_cells_after_a_data_change(env, tmp_path):
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n")  # drop one question
     assert runner.stale_cells(env["results"], env["matrix"]) == {"tiny-random/pope/random/baseline/seed0"}
+    plans, _ = runner.plan_matrix(env["matrix"], env["results"])
+    assert {p.reason for p in plans if p.status == "stale"} == {"data"}
 
 
 @pytest.mark.parametrize("matrix, message", [
@@ -268,18 +360,20 @@ def test_steering_directions_and_the_detector_are_prepared_before_the_clock(env,
     """Once-per-model work (VTI's directions, Woodpecker's detector) happens in ``prepare``, before a
     cell's answering is timed, so ``seconds_per_input`` is answering only (and worker processes
     get it as one task instead of each training its own copy)."""
+    import functools
     import json
 
     from plugins.benchmarks.base import Benchmark
-    from plugins.methods import woodpecker as wp
     from plugins.methods.vti import VTI
+    from plugins.trainers import detector as detector_trainer
     from tests.test_method_vti import SMALL
     from tests.test_method_woodpecker import TINY
 
     events = []
-    directions, train, evaluate = VTI.compute_directions, wp.train_detector, Benchmark.evaluate
-    monkeypatch.setattr(VTI, "compute_directions", lambda self, m: events.append("directions") or directions(self, m))
-    monkeypatch.setattr(wp, "train_detector", lambda *a, **k: events.append("detector") or train(*a, **k))
+    directions, train, evaluate = VTI.trainer, detector_trainer.train_detector, Benchmark.evaluate
+    monkeypatch.setattr(VTI, "trainer", staticmethod(functools.wraps(directions)(  # same name: same artifact key
+        lambda *a, **k: events.append("directions") or directions(*a, **k))))
+    monkeypatch.setattr(detector_trainer, "train_detector", lambda *a, **k: events.append("detector") or train(*a, **k))
     monkeypatch.setattr(Benchmark, "evaluate", lambda self, *a, **k: events.append("answer") or evaluate(self, *a, **k))
     write_matrix(env["matrix"], env["checkpoint"], methods="{vti: " + json.dumps(SMALL) + "}")
     assert not run(env, only="*/pope/*").failed
@@ -288,10 +382,12 @@ def test_steering_directions_and_the_detector_are_prepared_before_the_clock(env,
     write_matrix(env["matrix"], env["checkpoint"], methods="{woodpecker: " + json.dumps(TINY) + "}")
     assert not run(env, only="*/pope/random/*").failed
     assert events == ["detector", "answer"]
-    ctx = runner._Context(None, "auto")
+    from plugins.runner.executors import _preparation_key
+
+    ctx = runner.Context(None, "auto")
     for methods in ("{vti: {}}", "{woodpecker: {}}", "{baseline: {}}"):  # worker processes: one preparation task
         cells = runner.expand(runner.load_matrix(write_matrix(env["matrix"], env["checkpoint"], methods=methods)))
-        keys = {runner._preparation_key(p, ctx) for p in runner.plan(cells, env["results"], ctx)}
+        keys = {_preparation_key(p, ctx) for p in runner.plan(cells, env["results"], ctx)}
         assert (keys == {None}) == (methods == "{baseline: {}}")
 
 

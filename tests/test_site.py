@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from site_gen.guide import page_sources
 from site_gen.load import load_knowledge_base
 from site_gen.render import DOCS_DIR, build_site, generate_docs
 
@@ -107,7 +108,7 @@ def test_strict_build_of_the_repository(repo_copy):
         assert (site / "methods" / mid / "index.html").is_file(), mid
     n_md = sum(1 for p in pages if p.endswith(".md"))
     n_records = len(kb.taxonomy) + len(kb.papers) + len(kb.methods) + len(kb.benchmarks) + len(kb.models)
-    assert n_md == 12 + n_records  # 12 index pages (nav), one page per record
+    assert n_md == 12 + len(page_sources()) + n_records  # 12 index pages (nav), the hand-written pages, one page per record
     table = (site / "tables" / "index.html").read_text()
     assert '<td data-split="popular" data-metric="f1"></td>' in table  # SID's empty cell stays empty
     assert '<td data-split="adversarial" data-metric="precision">94.1</td>' in table
@@ -133,10 +134,14 @@ def test_reproduced_numbers_are_shown_labelled_with_provenance(repo_copy):
     save_record(results, _result("baseline", "adversarial", 0.75))
     save_record(results, _result("vcd", "adversarial", 0.8125, seed=0))
     save_record(results, _result("vcd", "adversarial", 0.8375, seed=1))
-    (results / "broken.json").write_text("{not json", encoding="utf-8")
+    broken = results / "tiny-test-model/pope-synth/random/icd/seed0.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json", encoding="utf-8")
     kb, _ = load_knowledge_base(repo_copy)
     _, problems = generate_checkout(repo_copy, kb)
-    assert len(problems) == 1 and "broken.json" in problems[0]  # reported, left out, the site still builds
+    left_out = [p for p in problems if p.startswith("result left out:")]
+    assert len(left_out) == 1 and "icd/seed0.json" in left_out[0]  # reported, left out, the site still builds
+    assert any("index.json is missing" in p for p in problems)  # and nothing can be marked stale without the index
     docs_dir = repo_copy / DOCS_DIR
     page = (docs_dir / "reproduction.md").read_text()
     # VCD's two seeds are averaged: (81.25 + 83.75) / 2 = 82.5 %

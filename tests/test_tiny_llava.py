@@ -18,8 +18,9 @@ from plugins.models.tokenizer import (
     CHAT_TEMPLATE, SPECIAL_TOKENS, WordEncoder, build_processor, build_vocab, num_image_tokens,
     pixel_values,
 )
-from plugins.models.train import (
-    StageConfig, TrainConfig, pretrain_lm, train, train_vision, tune_end_to_end, tune_projector,
+from plugins.models.loop import StageConfig
+from plugins.embedded.train import (
+    TRAINING_ROOTS, TrainConfig, pretrain_lm, train, train_default, train_vision, tune_end_to_end, tune_projector,
 )
 from plugins.world import CAPTION_PROMPT, WorldConfig, noisy_caption, vocabulary
 
@@ -193,6 +194,9 @@ def test_stage2_trains_only_the_projector():
 
 
 def test_train_writes_a_loadable_checkpoint_with_a_model_card(tmp_path):
+    from plugins.identity import code_hash
+    from plugins.embedded.card import run_summary
+
     record = train(TrainConfig.quick(), tmp_path, progress=False)
     names = {p.name for p in tmp_path.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
@@ -200,7 +204,55 @@ def test_train_writes_a_loadable_checkpoint_with_a_model_card(tmp_path):
     card = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert record["world_fingerprint"] in card and "stage 3: end-to-end tuning" in card
     assert [len(s["losses"]) for s in record["stages"]] == [4, 4, 4, 4]
+    # the run records the identity of the code that trained it, today's code
+    env = record["environment"]
+    assert env["code_identity"] == code_hash(TRAINING_ROOTS) and f"code identity `{env['code_identity']}`" in card
+    assert f"{record['train_seconds']:.0f} s" in card  # the card's figures are the run's own
+    assert run_summary(tmp_path).splitlines()[0].startswith("stage 0: LM pre-training")
     LlavaForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_train_default_rejects_a_bad_config_before_training(tmp_path):
+    bad = tmp_path / "train.yaml"
+    bad.write_text("n_train_scnes: 8\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"config file {bad}: unknown key 'n_train_scnes'; did you mean"):
+        train_default(tmp_path / "out", bad, quick=True, progress=False)
+    with pytest.raises(ValueError, match="^config lm_pretrain.steps: Input should be greater than or equal to 0$"):
+        train_default(tmp_path / "out", {"lm_pretrain": {"steps": -1, "batch_size": 8, "lr": 0.001}}, quick=True)
+    with pytest.raises(ValueError, match="cannot be read"):
+        train_default(tmp_path / "out", tmp_path / "missing.yaml", quick=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_train_command_reports_a_bad_config_and_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from alignscope.cli import app
+
+    bad = tmp_path / "train.yaml"
+    bad.write_text("seed: [1\n", encoding="utf-8")  # not YAML
+    result = CliRunner().invoke(app, ["train", "--quick", "--out", str(tmp_path / "out"), "--config", str(bad)])
+    assert result.exit_code == 2 and f"train: config file {bad}: cannot be read" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_committed_checkpoint_records_a_commit_of_this_history():
+    """The committed checkpoint's card and log name the commit whose code trained it, and that commit is in history.
+
+    Its recorded ``code_sha256`` hashes the training files as they were then; the code has since been moved
+    between modules without changing what it trains, so that hash is not compared with today's code. A new
+    training run records today's code identity instead (the test above)."""
+    import json
+
+    from plugins.api import git
+    from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
+
+    env = json.loads((TINY_LLAVA_CHECKPOINT / "training_log.json").read_text(encoding="utf-8"))["environment"]
+    commit = env["git_commit"]
+    assert commit and f"commit `{commit}`" in (TINY_LLAVA_CHECKPOINT / "README.md").read_text(encoding="utf-8")
+    if git("rev-parse", "--git-dir") is None or (git("rev-parse", "--is-shallow-repository") or "").strip() == "true":
+        pytest.skip("no full git history in this checkout")
+    assert git("cat-file", "-e", f"{commit}^{{commit}}") is not None, f"commit {commit} is not in this repository"
 
 
 def test_region_labels_mark_objects_under_patches(data):
@@ -234,7 +286,7 @@ def test_text_examples_carry_context_and_answers(data):
 
 
 def test_quick_eval_scores_a_checkpoint(processor, tmp_path):
-    from plugins.models.quick_eval import evaluate, format_table, presence_probe
+    from plugins.embedded.quick_eval import evaluate, format_table, presence_probe
 
     torch.manual_seed(0)
     model = build_llava(QUICK.model, build_vocab(WORLD), WORLD.image_size).eval()
@@ -257,7 +309,7 @@ def test_context_probe_tells_reading_from_prior():
     with the caption in the prompt and 50 % without it (it then always says "no")."""
     from types import SimpleNamespace
 
-    from plugins.models.quick_eval import context_probe
+    from plugins.embedded.quick_eval import context_probe
 
     enc = WordEncoder(build_vocab(WORLD))
     yes, no, there = enc.ids(["yes", "no", "there"])

@@ -1,15 +1,20 @@
-"""The tuned methods (plugins/methods/tuned.py): registered, official defaults, weights swapped in only inside
-the with block, trained once per checkpoint and config, training time on record, rDPO at weight 0 is DPO."""
+"""The tuned methods (plugins/methods/{tuned,dpo,rdpo,hacl,lrv}.py): registered, official defaults, weights swapped in
+only inside the with block, trained once per checkpoint and config, training time on record, rDPO at weight 0 is DPO."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from plugins.benchmarks.pope import answer_clarity
-from plugins.methods.tuned import DPO, HACL, LRV, RDPO, SwappedWeights, TunedMethod
-from plugins.models.llava import TINY_LLAVA_CHECKPOINT, LlavaAdapter
+from plugins.methods.dpo import DPO
+from plugins.methods.hacl import HACL
+from plugins.methods.lrv import LRV
+from plugins.methods.rdpo import RDPO
+from plugins.methods.tuned import SwappedWeights, TunedMethod
+from plugins.models.adapter import LlavaAdapter
+from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
 from plugins.registry import create_method, get_method, list_methods
-from tests.method_checks import hooks_while_steering
+from tests.method_checks import counting, hooks_while_steering
 
 TINY = {"scenes": 4, "steps": 3, "batch_size": 4, "lr": 1e-3, "questions": [1, 1, 0]}  # seconds, not minutes
 METHODS = {"dpo": DPO, "rdpo": RDPO, "hacl": HACL, "lrv": LRV}
@@ -30,15 +35,17 @@ def test_defaults_follow_the_official_code_where_they_apply_and_typos_fail():
         RDPO({"visual_wieght": 0})
 
 
-def test_fingerprints_cover_the_tuning_and_world_code():
-    from plugins.methods.base import modules_sha256
+def test_the_code_identities_cover_the_tuning_and_world_code():
+    """A cell's identity (the method's import closure) and the weights' (the trainer's) both hold the tuning code."""
+    from plugins.identity import code_identity
 
     for cls in METHODS.values():
-        payload = cls().fingerprint_payload()
-        assert payload["uses_sha256"] == modules_sha256(sorted(set(cls.uses_modules)))
+        answering = code_identity([cls.__module__])
+        training = code_identity([cls.trainer.__module__])
         for module in ("plugins.tuning.trainer", "plugins.tuning.losses", "plugins.tuning.preferences",
-                       "plugins.tuning.instructions", "plugins.models.train", "plugins.world.text"):
-            assert module in cls.uses_modules, (cls.name, module)
+                       "plugins.tuning.instructions", "plugins.models.loop", "plugins.world.text"):
+            assert module in answering and module in training, (cls.name, module)
+        assert not any(m.startswith("plugins.methods") for m in training), cls.name  # answering code never trains
 
 
 # ---------------------------------------------------------------- swapping weights
@@ -75,9 +82,8 @@ def test_tuned_weights_change_the_answers_only_inside_the_with_block(adapter, wo
 # ---------------------------------------------------------------- trained once, cached, timed
 
 def test_training_happens_once_per_checkpoint_and_config(adapter, world_questions, artifact_cache, monkeypatch):
-    calls = []
-    original = LRV.train
-    monkeypatch.setattr(LRV, "train", lambda self, model, progress=True: calls.append(1) or original(self, model, False))
+    calls: list[int] = []
+    monkeypatch.setattr(LRV, "trainer", staticmethod(counting(LRV.trainer, calls)))
     first = LRV(TINY)
     assert first.train_seconds is None
     first.hooks(adapter, world_questions)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from plugins.models.train import StageConfig
+from plugins.models.loop import StageConfig
 from plugins.tuning.instructions import hallucinated_captions, instruction_set
 from plugins.tuning.preferences import build_preferences, with_retrieval
 from plugins.tuning.trainer import TEMPERATURE_RANGE, train_contrastive, train_instructions, train_preference

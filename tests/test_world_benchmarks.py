@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from plugins.benchmarks.base import BenchmarkError
-from plugins.benchmarks.pope import load_pope_splits
-from plugins.benchmarks.world import N_POPE_IMAGES, TEST_SET_VERSION, load_test_set
+from plugins.benchmarks.pope_files import load_pope_splits
+from plugins.benchmarks.world_data import N_POPE_IMAGES, TEST_SET_VERSION, load_test_set
 from plugins.registry import get_benchmark
 from plugins.world import SceneSampler, WorldConfig, scene_seed
 

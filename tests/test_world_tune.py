@@ -22,9 +22,9 @@ def test_a_frozen_tower_stays_and_a_reset_one_is_redrawn_by_seed(adapter, artifa
     assert tower and any(not torch.equal(state[k], original[k]) for k in tower)  # redrawn weights
     again = create_method("world-tune", {**TINY, "reset_vision": True, "freeze_vision": True, "reset_projector": True})
     again._tuned.clear()
-    other = again._run(adapter)["state"]  # trained afresh, same seed: the same draw and the same steps
+    other = again.train(adapter)["state"]  # trained afresh, same seed: the same draw and the same steps
     assert set(other) == set(state) and all(torch.equal(other[k], state[k]) for k in state)
-    seed1 = create_method("world-tune", {**TINY, "reset_vision": True, "freeze_vision": True, "seed": 1})._run(adapter)["state"]
+    seed1 = create_method("world-tune", {**TINY, "reset_vision": True, "freeze_vision": True, "seed": 1}).train(adapter)["state"]
     assert any(not torch.equal(seed1[k], state[k]) for k in tower)
 
 

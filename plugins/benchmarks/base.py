@@ -8,7 +8,9 @@ caches on is explicit:
 * :meth:`Benchmark.data_hash` — SHA-256 over the split's question file and every image it uses,
   so a changed question or image re-runs the cell;
 * ``parser`` — the answer parser's pinned name and version (in every result's provenance);
-* :func:`source_sha256` of the benchmark class — editing the scorer re-runs the cell too.
+* the code: the runner hashes the normalised syntax trees of the benchmark module's import
+  closure (:mod:`plugins.runner.fingerprint`), so editing the parser or scorer re-runs the cells
+  it scores.
 
 Benchmarks never download: data is read from a local folder, or generated locally (the
 synthetic world's test sets, :mod:`plugins.benchmarks.world`).
@@ -27,7 +29,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
-from plugins.api import files_sha256
+from plugins.files import files_sha256
 from plugins.config import StrictConfig, unknown
 
 __all__ = ["Item", "Benchmark", "BenchmarkConfig", "BenchmarkError", "default_data_dir", "load_image"]
@@ -139,12 +141,9 @@ class Benchmark:
         return self._hashes[split]
 
     def fingerprint_payload(self, split: str) -> dict[str, Any]:
-        """What identifies this benchmark split for the runner's cache."""
-        from plugins.methods.base import source_sha256
-
+        """What identifies this benchmark split in a cell's fingerprint besides its code (the runner hashes that)."""
         return {"benchmark": self.name, "split": split, "data_sha256": self.data_hash(split), "parser": self.parser,
-                "max_new_tokens": self.max_new_tokens, "options": self.options.model_dump(mode="json"),
-                "source_sha256": source_sha256(type(self))}
+                "max_new_tokens": self.max_new_tokens, "options": self.options.model_dump(mode="json")}
 
 
 def load_image(path: Path) -> np.ndarray:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from plugins.benchmarks.base import Item
-from plugins.benchmarks.world import WorldAttribute, WorldConfigOption, WorldPope, WorldRelation, _WorldBenchmark
+from plugins.benchmarks.world import WorldAttribute, WorldPope, WorldRelation
+from plugins.benchmarks.world_data import WorldBenchmark, WorldConfigOption
 from plugins.registry import register_benchmark
 
 __all__ = ["WorldDiagnostics", "LEVELS", "SOURCES", "DEFAULT_LIMIT"]
@@ -48,7 +49,7 @@ class DiagnosticsOptions(WorldConfigOption):
 
 
 @register_benchmark("world-diagnostics")
-class WorldDiagnostics(_WorldBenchmark):
+class WorldDiagnostics(WorldBenchmark):
     """Why answers go wrong: visual dependence, image attention per layer and logit lens on the world's yes/no probes."""
 
     name = "world-diagnostics"
@@ -56,7 +57,6 @@ class WorldDiagnostics(_WorldBenchmark):
     parser = "diagnostics-v1"  # plugins.diagnostics: the top first token, parsed by the official POPE rule
     max_new_tokens = 1  # only the first answer token is read
     Config = DiagnosticsOptions
-    uses_modules = ("plugins.diagnostics", "plugins.methods.attention", "plugins.methods.vcd")
 
     def _source(self, split: str) -> tuple[Any, str]:
         self.check_split(split)
@@ -71,11 +71,6 @@ class WorldDiagnostics(_WorldBenchmark):
     def data_files(self, split: str) -> list[Path]:
         bench, source_split = self._source(split)
         return bench.data_files(source_split)
-
-    def fingerprint_payload(self, split: str) -> dict[str, Any]:
-        from plugins.methods.base import modules_sha256
-
-        return {**super().fingerprint_payload(split), "uses_sha256": modules_sha256(list(self.uses_modules))}
 
     def evaluate(self, adapter: Any, method: Any, split: str, items: Sequence[Item], *, batch_size: int, seed: int,
                  progress: Any = None) -> tuple[dict[str, float], list[dict[str, Any]]]:

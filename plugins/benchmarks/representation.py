@@ -15,7 +15,7 @@ Every score is computed in float64 on the CPU, whatever device and dtype the inp
 so a number does not depend on where the model ran.
 
 >>> import tempfile
->>> from plugins.models.llava import LlavaAdapter
+>>> from plugins.models.adapter import LlavaAdapter
 >>> from tests.tiny_llava import build_tiny_llava, random_images
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     adapter = LlavaAdapter.load(build_tiny_llava(tmp + "/tiny"), device="cpu")
@@ -35,7 +35,7 @@ from plugins.models.batch import Batch
 from plugins.world.text import CAPTION_PROMPT
 
 if TYPE_CHECKING:
-    from plugins.models.llava import LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
 
 __all__ = ["cosine_margin", "mutual_knn", "linear_cka", "model_embeddings", "alignment_profile", "METRICS"]
 

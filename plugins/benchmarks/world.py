@@ -1,236 +1,25 @@
-"""The synthetic world's benchmarks: fixed, hashed, versioned test sets in POPE's file format.
+"""The synthetic world's yes/no probes, one per misalignment level: objects (POPE's protocol), colours, relations.
 
-One test set (:data:`TEST_SET_VERSION`) is generated from the world's held-out ``test`` scene
-stream (training only ever sees the ``train`` stream) and written once to
-``<data dir>/world-<version>-<world fingerprint>/``::
+Each reads its question files from the world's test set (:mod:`plugins.benchmarks.world_data`)
+and is scored like the real POPE (:class:`plugins.benchmarks.yesno.YesNoBenchmark`: one pinned
+parser, one set of metrics).
 
-    images/world_test_000000.png ...      the rendered scenes (byte-stable PNG)
-    scenes.jsonl                          exact ground truth: objects, colours, sizes, boxes
-    pope/{random,popular,adversarial}.jsonl      object existence, POPE protocol
-    attribute/{random,adversarial}.jsonl         colour questions
-    relation/opposite.jsonl                      spatial-relation questions
-    caption/all.jsonl                            "describe the image ." prompts
-    MANIFEST.json                         version, world fingerprint, SHA-256 of every file
-
-Question files are POPE JSON Lines (``question_id``, ``image``, ``text``, ``label``), so the loader,
-parser and metrics of the real POPE (:mod:`plugins.benchmarks.yesno`) serve them unchanged.
-
-**The POPE protocol, as in Li et al. 2023.** POPE takes 500 images with at least three annotated
-objects and asks, per image, about three objects that are present and three that are not; the
-absent ones are drawn at random (*random*), from the objects most frequent in the data set
-(*popular*), or from those that co-occur most often with the image's objects (*adversarial*).
-Here: the first :data:`N_POPE_IMAGES` test scenes with at least three objects, 3 + 3 questions
-each, frequencies and co-occurrences counted on :data:`STATS_SCENES` scenes of the ``train``
-stream (what a model could have learned them from).
-
-**Attribute and relation probes** (the survey's attribute and relation levels) on the first
-:data:`N_PROBE_IMAGES` test scenes: two colour questions per scene, one true and one false, the
-false colour either random or the colour the shape usually has (*adversarial*: a
-knowledge-conflict probe); two relation questions per scene with an unambiguous pair, one true and
-its opposite (*opposite*). **Captions**: the first :data:`N_CAPTION_IMAGES` probe scenes, scored
-with CHAIR-style metrics against ``scenes.jsonl``.
-
-**Fixed and versioned.** The same world config always gives the same bytes; a test pins the
-manifest's hash for the default world, so a change to the world's code that would alter the test
-set fails loudly and must come with a new :data:`TEST_SET_VERSION`. A folder whose files no longer
-match its manifest (a crash mid-write, a hand edit) is detected and regenerated.
+>>> from plugins.registry import get_benchmark
+>>> get_benchmark("world-attribute").splits
+('random', 'adversarial')
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any, Optional, Sequence
-
-from plugins.api import file_sha256, write_atomic
-from plugins.benchmarks.base import Benchmark, BenchmarkConfig, Item
-from plugins.benchmarks.pope import POPE_SPLITS, PopeQuestion, write_pope_questions
+from plugins.benchmarks.pope_files import POPE_SPLITS
+from plugins.benchmarks.world_data import ATTRIBUTE_SPLITS, RELATION_SPLITS, WorldBenchmark
 from plugins.benchmarks.yesno import YesNoBenchmark
 from plugins.registry import register_benchmark
-from plugins.world import (
-    CAPTION_PROMPT, Scene, SceneSampler, WorldConfig, WorldStats, attribute_questions, encode_png,
-    existence_questions, relation_questions, render,
-)
 
-__all__ = ["TEST_SET_VERSION", "WorldTestSet", "build_test_set", "load_test_set", "WorldPope", "WorldAttribute",
-           "WorldRelation", "WorldCaption"]
-
-TEST_SET_VERSION = "v1"
-N_POPE_IMAGES = 500  # as POPE: 500 images x 6 questions = 3,000 questions per split
-MIN_POPE_OBJECTS = 3  # POPE's images have at least three ground-truth objects
-N_PROBE_IMAGES = 500  # attribute and relation probes: first 500 test scenes (2 questions each)
-N_CAPTION_IMAGES = 200  # captioning: first 200 probe scenes
-STATS_SCENES = 2000  # train scenes counted for popular / adversarial negatives
-ATTRIBUTE_SPLITS = ("random", "adversarial")
-RELATION_SPLITS = ("opposite",)
-CAPTION_SPLITS = ("all",)
-
-
-def image_name(index: int) -> str:
-    return f"world_test_{index:06d}.png"
-
-
-class WorldTestSet:
-    """A generated test set on disk: the folder, its manifest, its scenes."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.manifest: dict[str, Any] = json.loads((self.root / "MANIFEST.json").read_text(encoding="utf-8"))
-        self._scenes: Optional[dict[str, Scene]] = None
-
-    @property
-    def content_sha256(self) -> str:
-        """SHA-256 of the manifest's file table: the identity of the whole test set."""
-        return self.manifest["content_sha256"]
-
-    def scenes(self) -> dict[str, Scene]:
-        """Image file name -> its scene (exact ground truth)."""
-        if self._scenes is None:
-            self._scenes = {}
-            for line in (self.root / "scenes.jsonl").read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
-                self._scenes[row["image"]] = Scene.from_dict(row["scene"])
-        return self._scenes
-
-
-def _content_sha256(files: dict[str, str]) -> str:
-    return hashlib.sha256("".join(f"{name}\t{sha}\n" for name, sha in sorted(files.items())).encode()).hexdigest()
-
-
-def build_test_set(world: WorldConfig, root: Path) -> Path:
-    """Generate the test set of ``world`` into ``root`` (which must not exist yet); returns ``root``."""
-    root = Path(root)
-    sampler = SceneSampler(world)
-    stats = WorldStats.estimate(world, n=STATS_SCENES, split="train")
-    (root / "images").mkdir(parents=True)
-    scene_rows: list[str] = []
-    written: dict[int, Scene] = {}
-
-    def image_of(index: int, scene: Scene) -> str:
-        if index not in written:
-            (root / "images" / image_name(index)).write_bytes(encode_png(render(scene, world)))
-            scene_rows.append(json.dumps({"image": image_name(index), "index": index, "scene": scene.to_dict()},
-                                         sort_keys=True))
-            written[index] = scene
-        return image_name(index)
-
-    def write(rel: str, rows: list[tuple[str, str, str]]) -> None:
-        questions = [PopeQuestion(qid, image, text, label) for qid, (image, text, label) in enumerate(rows, start=1)]
-        write_pope_questions(root / rel, questions)
-
-    # POPE: the first N_POPE_IMAGES test scenes with >= 3 objects, 3 present + 3 absent each.
-    pope_rows: dict[str, list[tuple[str, str, str]]] = {s: [] for s in POPE_SPLITS}
-    index = taken = 0
-    while taken < N_POPE_IMAGES:
-        scene = sampler.sample_split("test", index)
-        if len(scene.objects) >= MIN_POPE_OBJECTS:
-            image = image_of(index, scene)
-            for split in POPE_SPLITS:
-                qs = existence_questions(scene, world, strategy=split, n=6, stats=stats, yes_ratio=0.5)
-                pope_rows[split] += [(image, q.text, q.answer) for q in qs]
-            taken += 1
-        index += 1
-    for split, rows in pope_rows.items():
-        write(f"pope/{split}.jsonl", rows)
-
-    attr_rows: dict[str, list[tuple[str, str, str]]] = {s: [] for s in ATTRIBUTE_SPLITS}
-    rel_rows: list[tuple[str, str, str]] = []
-    cap_rows: list[tuple[str, str, str]] = []
-    for index in range(N_PROBE_IMAGES):
-        scene = sampler.sample_split("test", index)
-        image = image_of(index, scene)
-        for split in ATTRIBUTE_SPLITS:
-            qs = attribute_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5)
-            attr_rows[split] += [(image, q.text, q.answer) for q in qs]
-        rel_rows += [(image, q.text, q.answer) for q in relation_questions(scene, world, n=2, yes_ratio=0.5)]
-        if index < N_CAPTION_IMAGES:
-            cap_rows.append((image, CAPTION_PROMPT, "yes"))  # label unused: captions are scored against scenes.jsonl
-    for split, rows in attr_rows.items():
-        write(f"attribute/{split}.jsonl", rows)
-    write("relation/opposite.jsonl", rel_rows)
-    write("caption/all.jsonl", cap_rows)
-    (root / "scenes.jsonl").write_text("\n".join(sorted(scene_rows)) + "\n", encoding="utf-8")
-
-    files = {str(p.relative_to(root)): file_sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
-    manifest = {"version": TEST_SET_VERSION, "world_fingerprint": world.fingerprint(), "split": "test",
-                "stats": {"split": "train", "n_scenes": STATS_SCENES}, "files": files,
-                "content_sha256": _content_sha256(files)}
-    write_atomic(root / "MANIFEST.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return root
-
-
-def _intact(root: Path) -> bool:
-    """Does every file of ``root``'s manifest exist with its recorded hash (and nothing is missing)?"""
-    try:
-        manifest = json.loads((root / "MANIFEST.json").read_text(encoding="utf-8"))
-        files = manifest["files"]
-        return (manifest.get("version") == TEST_SET_VERSION
-                and all(file_sha256(root / name) == sha for name, sha in files.items()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def load_test_set(world: Optional[WorldConfig] = None, data_dir: Optional[Path] = None) -> WorldTestSet:
-    """The test set of ``world`` (default world) under ``data_dir``, generated on first use.
-
-    Generation writes to a temporary folder and renames it into place, so a crash never leaves a
-    half-written set; a set whose files no longer match its manifest is regenerated.
-    """
-    from plugins.benchmarks.base import default_data_dir
-
-    world = world or WorldConfig()
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    root = data_dir / f"world-{TEST_SET_VERSION}-{world.fingerprint()[:12]}"
-    if root.is_dir() and _intact(root):
-        return WorldTestSet(root)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{root.name}."))
-    try:
-        build_test_set(world, tmp / "set")
-        if root.exists():
-            shutil.rmtree(root)  # damaged: replaced by the fresh copy
-        (tmp / "set").rename(root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return WorldTestSet(root)
-
-
-# ---------------------------------------------------------------- the registered benchmarks
-
-class WorldConfigOption(BenchmarkConfig):
-    """Options of the world benchmarks."""
-
-    world: Optional[dict[str, Any]] = None  # WorldConfig fields (default: the default world)
-
-
-class _WorldBenchmark(Benchmark):
-    Config = WorldConfigOption
-    folder = ""  # sub-folder of the test set holding this benchmark's question files
-
-    @property
-    def world(self) -> WorldConfig:
-        return WorldConfig(**(self.options.world or {}))
-
-    @property
-    def test_set(self) -> WorldTestSet:
-        if not hasattr(self, "_test_set"):
-            self._test_set = load_test_set(self.world, self.data_dir)
-        return self._test_set
-
-    def prepare(self) -> None:
-        self.test_set  # noqa: B018  (generates on first use)
-
-    def question_dir(self) -> Path:
-        return self.test_set.root / self.folder
-
-    def image_dir(self) -> Path:
-        return self.test_set.root / "images"
+__all__ = ["WorldPope", "WorldAttribute", "WorldRelation"]
 
 
 @register_benchmark("world-pope")
-class WorldPope(_WorldBenchmark, YesNoBenchmark):
+class WorldPope(WorldBenchmark, YesNoBenchmark):
     """POPE's protocol on the synthetic world: 500 scenes x (3 present + 3 absent objects); random / popular / adversarial."""
 
     name = "world-pope"
@@ -240,7 +29,7 @@ class WorldPope(_WorldBenchmark, YesNoBenchmark):
 
 
 @register_benchmark("world-attribute")
-class WorldAttribute(_WorldBenchmark, YesNoBenchmark):
+class WorldAttribute(WorldBenchmark, YesNoBenchmark):
     """Colour questions on the synthetic world; false colours random or the shape's usual colour (adversarial)."""
 
     name = "world-attribute"
@@ -249,78 +38,9 @@ class WorldAttribute(_WorldBenchmark, YesNoBenchmark):
 
 
 @register_benchmark("world-relation")
-class WorldRelation(_WorldBenchmark, YesNoBenchmark):
+class WorldRelation(WorldBenchmark, YesNoBenchmark):
     """Spatial-relation questions on the synthetic world; the false ones ask the opposite relation."""
 
     name = "world-relation"
     splits = RELATION_SPLITS
     folder = "relation"
-
-
-@register_benchmark("world-caption")
-class WorldCaption(_WorldBenchmark, YesNoBenchmark):
-    """Free-form captions of synthetic scenes, scored exactly for object, attribute and relation hallucination (CHAIR-style)."""
-
-    name = "world-caption"
-    protocol = "chair"
-    splits = CAPTION_SPLITS
-    folder = "caption"
-    parser = "chair-world-v1"  # plugins.benchmarks.caption.SCORER_NAME: parse_caption over the closed vocabulary
-    max_new_tokens = 40  # the longest exact caption is 30 words
-
-    def load_items(self, split: str) -> list[Item]:
-        return [Item(item.id, item.image, item.prompt, None, item.meta) for item in super().load_items(split)]
-
-    def data_files(self, split: str) -> list[Path]:
-        return super().data_files(split) + [self.test_set.root / "scenes.jsonl"]
-
-    def score(self, split: str, items: Sequence[Item], answers: Sequence[str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        from plugins.benchmarks.caption import caption_audit, chair_metrics
-
-        scenes = self.test_set.scenes()
-        truth = [scenes[item.meta["image"]] for item in items]
-        metrics = chair_metrics(list(answers), truth, self.world)
-        records = [{"question_id": item.id, "image": item.meta["image"], "answer": answer, **detail}
-                   for item, answer, detail in zip(items, answers, caption_audit(list(answers), truth, self.world))]
-        return {k: float(v) for k, v in metrics.items()}, records
-
-
-@register_benchmark("world-representation")
-class WorldRepresentation(_WorldBenchmark, YesNoBenchmark):
-    """Representation-level image-text alignment inside the model (cosine margin, mutual kNN, CKA) on synthetic scenes."""
-
-    name = "world-representation"
-    splits = ("captions",)
-    folder = "caption"
-    parser = "representation-v1"  # plugins.benchmarks.representation: no answers are parsed
-    max_new_tokens = 1  # nothing is generated
-    k = 10  # nearest neighbours for mutual kNN (Huh et al. 2024 use 10)
-
-    def load_items(self, split: str) -> list[Item]:
-        from plugins.world import caption
-
-        self.check_split(split)
-        scenes = self.test_set.scenes()
-        return [Item(item.id, item.image, caption(scenes[item.meta["image"]], self.world), None, item.meta)
-                for item in YesNoBenchmark.load_items(self, "all")]
-
-    def data_files(self, split: str) -> list[Path]:
-        return YesNoBenchmark.data_files(self, "all") + [self.test_set.root / "scenes.jsonl"]
-
-    def evaluate(self, adapter: Any, method: Any, split: str, items: Sequence[Item], *, batch_size: int, seed: int,
-                 progress: Any = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Image vs exact-caption embeddings per LM layer; the method's forward hooks are active."""
-        from plugins.benchmarks.base import load_image
-        from plugins.benchmarks.representation import METRICS, alignment_profile
-        from plugins.models.batch import Batch
-
-        images = [load_image(item.image) for item in items]
-        captions = [item.prompt for item in items]
-        batch = Batch(images, [CAPTION_PROMPT] * len(items), [i.id for i in items], seed)
-        with method.hooks(adapter, batch):
-            profile = alignment_profile(adapter, images, captions, k=self.k, batch_size=batch_size)
-        if progress is not None:
-            progress(len(items))
-        metrics = {f"{m}_{which}": float(profile[f"{m}_{which}"]) for m in METRICS for which in ("last", "mean")}
-        rows = [{"layer": layer, **{m: profile[m][i] for m in METRICS}} for i, layer in enumerate(profile["layers"])]
-        return metrics, rows

@@ -4,7 +4,7 @@
 Lines: ``question_id``, ``image``, ``text``, ``label``) next to an image folder: the official POPE
 files with local COCO val2014 images (``pope``), and the synthetic world's object, attribute and
 relation probes (:mod:`plugins.benchmarks.world`), which are written in the same format. One
-loader (:func:`plugins.benchmarks.pope.load_pope_splits`), one parser (``pope-official-v1``) and
+loader (:class:`plugins.benchmarks.questions.QuestionFileBenchmark`), one parser (``pope-official-v1``) and
 one set of metrics (:func:`plugins.benchmarks.pope.pope_metrics`) for all of them.
 
 Nothing downloads. The real POPE needs its question files and images on disk::
@@ -18,41 +18,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from plugins.benchmarks.base import Benchmark, BenchmarkConfig, BenchmarkError, Item
-from plugins.benchmarks.pope import (
-    PARSER_NAME, POPE_SPLITS, PopeFormatError, answer_clarity, load_pope_splits, parse_pope_answer, pope_metrics,
-)
+from plugins.benchmarks.base import BenchmarkConfig, BenchmarkError, Item
+from plugins.benchmarks.pope import PARSER_NAME, answer_clarity, parse_pope_answer, pope_metrics
+from plugins.benchmarks.pope_files import POPE_SPLITS
+from plugins.benchmarks.questions import QuestionFileBenchmark
 from plugins.registry import register_benchmark
 
 __all__ = ["YesNoBenchmark", "Pope", "PopeConfig"]
 
 
-class YesNoBenchmark(Benchmark):
-    """A benchmark whose splits are POPE-format question files; subclasses say where they are."""
+class YesNoBenchmark(QuestionFileBenchmark):
+    """Yes/no questions in POPE-format files, scored by POPE's pinned parser and metrics."""
 
     parser = PARSER_NAME
     max_new_tokens = 8  # "Yes, there is a dog in the image." needs more, but the parser reads the first words only
-
-    def question_dir(self) -> Path:
-        raise NotImplementedError
-
-    def image_dir(self) -> Path:
-        raise NotImplementedError
-
-    def _split(self, split: str):
-        try:
-            return load_pope_splits(self.question_dir(), self.image_dir(), (split,))[split]
-        except PopeFormatError as exc:
-            raise BenchmarkError(f"benchmark {self.name!r} split {split!r}:\n  " + "\n  ".join(exc.errors)) from None
-
-    def load_items(self, split: str) -> list[Item]:
-        loaded = self._split(split)
-        return [Item(str(q.question_id), loaded.image_path(q), q.text, q.label, {"image": q.image})
-                for q in loaded.questions]
-
-    def data_files(self, split: str) -> list[Path]:
-        loaded = self._split(split)
-        return [loaded.question_file] + [loaded.image_dir / name for name in loaded.images]
 
     def score(self, split: str, items: Sequence[Item], answers: Sequence[str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
         metrics = pope_metrics(answers, [item.label for item in items])

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
-from plugins.models.llava import cache_argument
+from plugins.models.compat import cache_argument
 
 if TYPE_CHECKING:
-    from plugins.models.llava import LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
 
 __all__ = ["AttentionEdit", "EDIT_IMPLEMENTATION"]
 

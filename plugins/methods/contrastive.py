@@ -41,13 +41,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import torch
 from pydantic import Field
 
-from plugins.methods.base import ForwardHooks, Method, MethodConfig
+from plugins.methods.base import Method, MethodConfig
 from plugins.models.batch import Batch
-from plugins.models.llava import cache_keyword, output_cache
+from plugins.models.compat import cache_keyword, output_cache
+from plugins.models.hooks import ForwardHooks
 
 if TYPE_CHECKING:
     from plugins.methods.attention import AttentionEdit
-    from plugins.models.llava import EncodedBatch, LlavaAdapter
+    from plugins.models.adapter import EncodedBatch, LlavaAdapter
 
 __all__ = ["ContrastiveMethod", "ContrastiveConfig", "JointContrastProcessor", "SeparateContrastProcessor",
            "plausible", "JOINT_PASS_MAX_BATCH"]
@@ -86,7 +87,7 @@ class ContrastiveMethod(Method):
     # ------------------------------------------------------------ what a subclass defines
 
     def contrast_inputs(self, model: "LlavaAdapter", batch: Batch) -> Batch:
-        """The contrast stream's items, one per item of ``batch``, same ids (so per-item seeds match)."""
+        """The contrast stream's items, one per item of ``batch``, same ids (so ``item_seed`` gives each its item's seed)."""
         raise NotImplementedError(f"{type(self).__qualname__} must define contrast_inputs()")
 
     def contrast_pixels(self, pixel_values: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -73,8 +73,8 @@ from plugins.world import CAPTION_PROMPT, parse_caption
 if TYPE_CHECKING:
     import numpy as np
 
+    from plugins.models.adapter import LlavaAdapter
     from plugins.models.batch import Batch
-    from plugins.models.llava import LlavaAdapter
 
 __all__ = ["LogicCheck", "closure_ratio", "forward_question", "named_inverse_question", "described_as"]
 

@@ -57,13 +57,14 @@ import torch
 from pydantic import Field
 
 from plugins.methods.attention import AttentionEdit
-from plugins.methods.base import ForwardHooks, Method, MethodConfig
-from plugins.models.llava import cache_argument, cache_keyword
+from plugins.methods.base import Method, MethodConfig
+from plugins.models.compat import cache_argument, cache_keyword
+from plugins.models.hooks import ForwardHooks
 from plugins.registry import register_method
 
 if TYPE_CHECKING:
+    from plugins.models.adapter import LlavaAdapter
     from plugins.models.batch import Batch
-    from plugins.models.llava import LlavaAdapter
 
 __all__ = ["OPERA", "BeamSearch", "column_scores", "opera_penalty", "OperaProcessor", "IMAGE_PHASE_TOKENS"]
 
@@ -240,7 +241,6 @@ class BeamSearch(Method):
 class OPERA(Method):
     """Beam search whose candidates pay for attention that piles up on a few answer tokens."""
 
-    uses_modules = ("plugins.methods.attention",)  # reads the last layer's attention through it (the cache is the adapter's)
     # The penalty reads the attention of generated tokens and candidates only, never of the prompt pass.
     shares_prompt_prefixes: ClassVar[bool] = True
 

@@ -57,7 +57,6 @@ def amplify_image_attention(scores: torch.Tensor, image_mask: torch.Tensor, alph
 class PAI(ContrastiveMethod):
     """Amplify attention to image tokens in later layers, and guide away from the image-free answer."""
 
-    uses_modules = ("plugins.methods.attention",)  # the attention edit it installs
 
     class Config(ContrastiveConfig):
         alpha: float = Field(0.2, ge=0)  # attention amplification: s + α|s| on image tokens (0: off)

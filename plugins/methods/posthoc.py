@@ -35,7 +35,7 @@ from pydantic import field_validator
 
 from plugins.benchmarks.pope import parse_pope_answer
 from plugins.methods.base import Method, MethodConfig
-from plugins.world import CAPTION_PROMPT, OPPOSITE, PREDICATES, SOURCE_MODULES, WorldConfig, parse_caption
+from plugins.world import CAPTION_PROMPT, OPPOSITE, WorldConfig, build_world, holding_predicates, parse_caption
 
 __all__ = ["Probe", "parse_question", "answer_polarity", "asserted_objects", "rewrite_caption", "world_items",
            "build_world", "holding_predicates", "relation_verdict", "WorldPostprocess", "WorldMethodConfig", "YES", "NO"]
@@ -44,11 +44,6 @@ YES, NO = "yes", "no"
 _TOKEN = re.compile(r"[a-z]+|[.?!,;]")  # the tokenisation parse_caption uses, so spans line up with its reading
 _CONNECTORS = frozenset({"left", "right", "of", "above", "below", "and", ".", "?", "!", ",", ";"})
 _RELATION_WORDS = frozenset({"left", "right", "above", "below"})
-
-
-def build_world(fields: Optional[Mapping[str, Any]]) -> WorldConfig:
-    """The :class:`WorldConfig` a method config names (``None``: the default world)."""
-    return WorldConfig(**dict(fields or {}))
 
 
 @dataclass(frozen=True)
@@ -209,21 +204,6 @@ def rewrite_caption(text: str, world: WorldConfig, *, drop: Collection[str] = ()
     return " ".join(out + tail)
 
 
-def holding_predicates(subject_center: tuple[float, float], object_center: tuple[float, float],
-                       margin: float) -> tuple[str, ...]:
-    """The predicates that hold for subject vs object between two centres (the world's rule, rows grow down).
-
-    >>> holding_predicates((10.0, 30.0), (40.0, 31.0), 8.0)
-    ('left of',)
-    """
-    (sx, sy), (ox, oy) = subject_center, object_center
-    out = []
-    for predicate, gap in (("left of", ox - sx), ("right of", sx - ox), ("above", oy - sy), ("below", sy - oy)):
-        if gap >= margin:
-            out.append(predicate)
-    return tuple(p for p in PREDICATES if p in out)
-
-
 def relation_verdict(predicate: str, holding: Sequence[str]) -> Optional[str]:
     """``"yes"`` if ``predicate`` holds, ``"no"`` if its opposite does, else ``None`` (too close to call)."""
     if predicate in holding:
@@ -270,7 +250,6 @@ class WorldPostprocess(Method):
     """
 
     Config: ClassVar[type[MethodConfig]] = WorldMethodConfig
-    uses_modules: ClassVar[tuple[str, ...]] = SOURCE_MODULES  # the grammar and scenes its rules and detector rely on
     shares_prompt_prefixes: ClassVar[bool] = True  # they only rewrite decoded text
 
     def __init__(self, config: Any = None):

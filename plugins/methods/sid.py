@@ -57,7 +57,6 @@ def hidden_image_tokens(probs: torch.Tensor, image_mask: torch.Tensor, keep_frac
 class SID(ContrastiveMethod):
     """Contrast with the model that sees only its least-attended image tokens after an early layer."""
 
-    uses_modules = ("plugins.methods.attention",)  # the attention edit it installs
 
     class Config(ContrastiveConfig):
         alpha: float = Field(1.0, ge=0)  # contrast weight: (1+α)·l − α·l_CT2S

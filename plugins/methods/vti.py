@@ -5,7 +5,7 @@ steering directions off a small demo set and adds them, at every layer, to the v
 to the language model while new inputs are answered. Official code: github.com/shengliu66/VTI
 (read at commit bb5dfee); file and line numbers below refer to it.
 
-**Directions** (computed once per model, :meth:`VTI.compute_directions`). A demo is an image
+**Directions** (computed once per model by :func:`plugins.trainers.vti.vti_directions`). A demo is an image
 ``v_i`` with a faithful caption ``x_i`` and a hallucinated one ``x̄_i``.
 
 * Visual, per encoder layer ``l`` and image token ``t`` (CLS included)::
@@ -28,7 +28,7 @@ to the language model while new inputs are answered. Official code: github.com/s
 * The textual direction is computed with the visual intervention already active, as the
   official script adds the vision layers before calling ``obtain_textual_vti``.
 
-**Intervention** (:func:`steer_toward`): every layer's MLP output ``y`` (each token's vector),
+**Intervention** (:func:`plugins.trainers.vti.steer_toward`, the same code the directions are trained under): every layer's MLP output ``y`` (each token's vector),
 in the vision encoder with ``λ = alpha_image`` and the direction of that layer and token, in the
 language model with ``λ = alpha_text`` and that layer's direction, is turned towards the
 direction while keeping its norm (``vti_utils/llm_layers.py`` ``VTILayer.forward``, lines 16-31,
@@ -47,7 +47,7 @@ decoding, bit for bit.
 **Deviations.**
 
 * Demo set: the first ``num_demos`` scenes of the synthetic world's held-out ``demo`` stream
-  (:mod:`plugins.methods.steering`), asked :data:`plugins.world.CAPTION_PROMPT`. The faithful
+  (:mod:`plugins.trainers.directions`), asked :data:`plugins.world.CAPTION_PROMPT`. The faithful
   caption is the exact caption (:func:`plugins.world.caption`); the hallucinated one mentions one
   absent object, the one the world's co-occurrence statistics suggest
   (:func:`plugins.world.noisy_caption` with insertion certain and no deletion). Officially: 70 of
@@ -71,81 +71,24 @@ vector operation per layer and token, no extra forward pass.
 
 >>> VTI().config.alpha_text, VTI().config.scale
 (0.9, 0.1)
->>> steer_toward(torch.tensor([3.0, 4.0]), torch.tensor([-7.0, 0.0]), 1.2).tolist()  # turned, norm kept
-[-3.0, 4.0]
 """
 from __future__ import annotations
 
 import contextlib
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from plugins.methods.base import ForwardHooks, MethodConfig
-from plugins.methods.steering import (
-    DEMO_BATCH, SteeringMethod, demo_scenes, encode_with_answers, layer_states, vision_layers,
-)
+from plugins.methods.base import MethodConfig
+from plugins.methods.steering import SteeringMethod
 from plugins.registry import register_method
+from plugins.trainers.vti import steering_hooks, vti_directions
 
 if TYPE_CHECKING:
+    from plugins.models.adapter import LlavaAdapter
     from plugins.models.batch import Batch
-    from plugins.models.llava import LlavaAdapter
 
-__all__ = ["VTI", "steer_toward", "SteerOutput", "mean_plus_principal_axis", "mask_patches"]
-
-
-def steer_toward(x: torch.Tensor, direction: torch.Tensor, strength: float) -> torch.Tensor:
-    """``x`` (..., D) turned towards ``direction`` (broadcastable to x) by ``strength``, each vector keeping its norm.
-
-    ``‖x‖ · normalize(x/‖x‖ + strength · direction/‖direction‖)``, computed in float32 and returned
-    in ``x``'s dtype; ``x`` is not modified.
-    """
-    x32 = x.float()
-    norm = x32.norm(dim=-1, keepdim=True)  # (..., 1)
-    turned = F.normalize(x32, dim=-1) + strength * F.normalize(direction.float(), dim=-1)  # (..., D)
-    return (F.normalize(turned, dim=-1) * norm).to(x.dtype)
-
-
-class SteerOutput:
-    """A forward hook replacing a module's output ``y`` (B, T, D) by :func:`steer_toward` ``(y, direction, strength)``."""
-
-    def __init__(self, direction: torch.Tensor, strength: float):
-        self.direction = direction  # (D,) for every token, or (T, D) per token position
-        self.strength = strength  # scale * alpha
-
-    def __call__(self, module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
-        return steer_toward(output, self.direction.to(output.device), self.strength)
-
-
-def mean_plus_principal_axis(diffs: torch.Tensor) -> torch.Tensor:
-    """``diffs`` (..., N, F) → (..., F): the mean over N plus the first principal axis of the centred rows.
-
-    The axis is a unit vector whose sign makes the largest-magnitude score (left singular
-    vector entry) positive, as ``svd_flip`` does in the official ``pca.py``.
-
-    >>> mean_plus_principal_axis(torch.tensor([[0.0, 1.0], [1.0, 1.0], [5.0, 1.0]])).tolist()
-    [3.0, 1.0]
-    """
-    if diffs.shape[-2] < 2:
-        raise ValueError(f"a principal axis needs at least 2 demos, got {diffs.shape[-2]}")
-    mean = diffs.mean(dim=-2, keepdim=True)  # (..., 1, F)
-    u, _, vh = torch.linalg.svd(diffs - mean, full_matrices=False)  # (..., N, K), (..., K, F)
-    scores = u[..., :, 0]  # (..., N)
-    sign = torch.sign(scores.gather(-1, scores.abs().argmax(dim=-1, keepdim=True)))  # (..., 1)
-    return mean.squeeze(-2) + sign * vh[..., 0, :]
-
-
-def mask_patches(pixels: torch.Tensor, n_masked: int, patch: int, generator: torch.Generator) -> torch.Tensor:
-    """A copy of ``pixels`` (3, H, W) with ``n_masked`` random ``patch``-pixel squares set to the per-channel mean."""
-    rows, cols = pixels.shape[1] // patch, pixels.shape[2] // patch
-    hit = torch.zeros(rows * cols, dtype=torch.bool)
-    hit[torch.randperm(rows * cols, generator=generator)[:n_masked]] = True
-    hit = hit.view(rows, cols).repeat_interleave(patch, 0).repeat_interleave(patch, 1)  # (rows·patch, cols·patch)
-    full = torch.zeros(pixels.shape[1:], dtype=torch.bool)  # (H, W); a ragged border stays unmasked
-    full[:hit.shape[0], :hit.shape[1]] = hit
-    return torch.where(full.to(pixels.device), pixels.mean(dim=(1, 2), keepdim=True), pixels)
+__all__ = ["VTI"]
 
 
 @register_method("vti")
@@ -153,6 +96,7 @@ class VTI(SteeringMethod):
     """Visual and textual intervention: turn every layer's MLP output towards demo-set directions (Liu et al. 2024)."""
 
     artifact_kind = "vti-directions"
+    trainer = staticmethod(vti_directions)  # every config field decides the directions
     # The same shift at every text position and per image-token position inside the vision tower:
     # a prompt prefix gets the same keys and values however the prompt pass is split.
     shares_prompt_prefixes: ClassVar[bool] = True
@@ -181,94 +125,4 @@ class VTI(SteeringMethod):
         """MLP-output hooks on every vision-encoder and decoder layer whose strength is not 0."""
         if self.image_strength == 0 and self.text_strength == 0:
             return contextlib.nullcontext()
-        return self._hooks(model, self.directions(model))
-
-    def _hooks(self, model: "LlavaAdapter", directions: dict[str, Any], *, text: bool = True) -> ForwardHooks:
-        hooks = ForwardHooks()
-        if self.image_strength != 0:
-            for layer, direction in zip(vision_layers(model), directions["vision"]):  # direction (T, D)
-                hooks.add(_mlp(layer), SteerOutput(direction, self.image_strength))
-        if text and self.text_strength != 0:
-            for layer, direction in zip(model.decoder_layers, directions["text"]):  # direction (D,)
-                hooks.add(_mlp(layer), SteerOutput(direction, self.text_strength))
-        return hooks
-
-    # ------------------------------------------------------------ directions
-
-    def compute_directions(self, model: "LlavaAdapter") -> dict[str, Any]:
-        """``{"vision": (L_v, T, D_v) or None, "text": (L, D) or None}``, float32 on CPU, from the demo set."""
-        from plugins.models.batch import Batch
-        from plugins.world import CAPTION_PROMPT, SceneSampler, caption, noisy_caption, render
-
-        world = self.world
-        scenes = demo_scenes(world, self.config.num_demos)
-        batch = Batch([render(s, world) for s in scenes], [CAPTION_PROMPT] * len(scenes))
-        directions: dict[str, Any] = {"vision": None, "text": None}
-        if self.image_strength != 0:
-            directions["vision"] = self._visual_direction(model, batch)
-        if self.text_strength != 0:
-            lying = world.model_copy(update={"caption_insert_prob": 1.0, "caption_drop_prob": 0.0})
-            sampler = SceneSampler(world)
-            faithful = [caption(s, world) for s in scenes]
-            hallucinated = [noisy_caption(s, lying, sampler=sampler).text for s in scenes]
-            with self._hooks(model, directions, text=False):  # the visual intervention is on, as officially
-                directions["text"] = self._textual_direction(model, batch, faithful, hallucinated)
-        return directions
-
-    @torch.no_grad()
-    def _visual_direction(self, model: "LlavaAdapter", batch: "Batch") -> torch.Tensor:
-        patch = int(model.config.vision_config.patch_size)
-        generator = torch.Generator().manual_seed(self.config.seed)
-        diffs = []
-        for i in range(len(batch)):
-            pixels = model.encode(batch[i]).pixel_values[0]  # (3, H, W), processed
-            n_patches = (pixels.shape[1] // patch) * (pixels.shape[2] // patch)
-            n_masked = int(self.config.mask_ratio * n_patches)
-            masked = torch.stack([mask_patches(pixels.cpu(), n_masked, patch, generator)
-                                  for _ in range(self.config.num_trials)]).to(pixels)  # (K, 3, H, W)
-            clear = _vision_states(model, pixels[None])[:, 0]  # (L+1, T, D)
-            total = sum(_vision_states(model, masked[s:s + DEMO_BATCH]).sum(1)
-                        for s in range(0, len(masked), DEMO_BATCH))  # (L+1, T, D), a running sum keeps memory flat
-            diffs.append(total / len(masked) - clear)
-        stacked = torch.stack(diffs)  # (N, L+1, T, D)
-        n, layers, tokens, width = stacked.shape
-        direction = torch.empty(tokens, layers * width)
-        for t in range(0, tokens, DEMO_BATCH):  # a few tokens at a time: no second full copy of the differences
-            chunk = stacked[:, :, t:t + DEMO_BATCH].permute(2, 0, 1, 3).reshape(-1, n, layers * width)  # (t, N, (L+1)·D)
-            direction[t:t + DEMO_BATCH] = mean_plus_principal_axis(chunk)
-        direction = direction.reshape(tokens, layers, width).transpose(0, 1)  # (L+1, T, D)
-        return direction[1:].contiguous()  # drop the embedding output: one (T, D) per encoder layer
-
-    @torch.no_grad()
-    def _textual_direction(self, model: "LlavaAdapter", batch: "Batch", faithful: list[str],
-                           hallucinated: list[str]) -> torch.Tensor:
-        diffs = []
-        for s in range(0, len(batch), DEMO_BATCH):
-            chunk = batch[s:s + DEMO_BATCH]
-            good = _last_token_states(model, encode_with_answers(model, chunk, faithful[s:s + DEMO_BATCH]))
-            bad = _last_token_states(model, encode_with_answers(model, chunk, hallucinated[s:s + DEMO_BATCH]))
-            diffs.append(good - bad)  # (B, L+1, D)
-        stacked = torch.cat(diffs)  # (N, L+1, D)
-        n, layers, width = stacked.shape
-        return mean_plus_principal_axis(stacked.reshape(n, layers * width)).reshape(layers, width)[1:].contiguous()
-
-
-def _mlp(layer: Any) -> Any:
-    mlp = getattr(layer, "mlp", None)
-    if mlp is None:
-        raise TypeError(f"{type(layer).__name__} has no .mlp submodule; VTI steers each layer's MLP output")
-    return mlp
-
-
-def _vision_states(model: "LlavaAdapter", pixels: torch.Tensor) -> torch.Tensor:
-    """(L+1, n, T, D) float32 CPU hidden states of the vision tower (embedding output first) for pixels (n, 3, H, W)."""
-    with layer_states(vision_layers(model)) as states:
-        model.vision_tower(pixels)
-    return torch.stack(states)
-
-
-def _last_token_states(model: "LlavaAdapter", encoded: Any) -> torch.Tensor:
-    """(B, L+1, D) float32 CPU hidden states of the language model at every item's last token."""
-    with layer_states(model.decoder_layers, lambda h: h[:, -1]) as states:
-        model.model(**encoded.model_inputs(), logits_to_keep=1)
-    return torch.stack(states, dim=1)
+        return steering_hooks(model, self.directions(model), self.image_strength, self.text_strength)

@@ -24,12 +24,14 @@ synthetic scene world (:mod:`plugins.world`):
   (:func:`plugins.methods.posthoc.parse_question`, :func:`plugins.world.parse_caption`): the
   concepts are the categories, colours, sizes and relations the answer states, and the
   verification questions are fixed (existence, colour, size, position of each);
-* stage 3 (Grounding DINO + BLIP-2) → :class:`SceneDetector`, a ~62 k-parameter convolutional
-  one-stage detector that this module trains on the world's exact ground truth: per 8 × 8 px cell
-  an objectness score, the category, colour and size of the object centred there, and the
-  centre's offset. It learns from ``detector_scenes`` scenes of the world's ``train`` stream
-  (defaults: 4,000 scenes, 1,200 steps of 32 images; 33 s measured on two idle CPU cores, 79 s
-  on one), seeded, and is cached (:func:`plugins.methods.base.cached_artifact`); it is trained in
+* stage 3 (Grounding DINO + BLIP-2) → :class:`plugins.models.detector.SceneDetector`, a ~62
+  k-parameter convolutional one-stage detector trained on the world's exact ground truth
+  (:mod:`plugins.trainers.detector`): per 8 × 8 px cell an objectness score, the category, colour
+  and size of the object centred there, and the centre's offset. It learns from
+  ``detector_scenes`` scenes of the world's ``train`` stream (defaults: 4,000 scenes, 1,200 steps
+  of 32 images; 33 s measured on two idle CPU cores, 79 s on one), seeded, and is cached
+  (:func:`plugins.artifacts.cached_artifact`, keyed by the ``detector_*`` settings, the world and
+  the trainer's code, so the thresholds and the revision rules below never retrain it); it is trained in
   :meth:`Woodpecker.prepare`, which the runner calls once before any cell, outside the timed answering;
   its held-out accuracy on the ``detector-val`` stream (never used by any benchmark) is stored
   with the weights (:meth:`Woodpecker.detector_report`; at the defaults 99.3 % presence at 0.35
@@ -37,7 +39,7 @@ synthetic scene world (:mod:`plugins.world`):
   only pixels, and the world's objects are clean shapes, so it is far more reliable than Grounding
   DINO is on COCO: read the measured gains as an upper bound for what correction with
   near-perfect evidence buys;
-* stage 4 → the detector's output itself (:class:`Detection`) is the set of claims;
+* stage 4 → the detector's output itself (:class:`~plugins.models.detector.Detection`) is the set of claims;
 * stage 5 (GPT-3.5) → deterministic rules in the closed grammar (:func:`correct`):
   a mentioned category the detector does not find is removed
   (:func:`plugins.methods.posthoc.rewrite_caption`), a repeated mention of a detected one is
@@ -67,47 +69,28 @@ the registry-wide smoke test; the warning keeps it from being silent.)
 """
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from pydantic import Field
 
-from plugins.methods.base import cached_artifact
+from plugins.artifacts import cached_artifact
 from plugins.methods.posthoc import (
     NO, YES, WorldMethodConfig, WorldPostprocess, answer_polarity, holding_predicates, parse_question,
     relation_verdict, rewrite_caption, world_items,
 )
+from plugins.models.detector import Detection, build_detector, detections
 from plugins.registry import register_method
+from plugins.trainers.detector import detector_artifact
 from plugins.world import WorldConfig, parse_caption
 
 if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
+    from plugins.models.adapter import LlavaAdapter
     from plugins.models.batch import Batch
-    from plugins.models.llava import LlavaAdapter
 
-__all__ = ["Woodpecker", "Detection", "SceneDetector", "correct", "question_verdict", "correct_caption",
-           "train_detector", "evaluate_detector", "DETECTOR_SPLIT", "VALIDATION_SPLIT", "CELL"]
-
-DETECTOR_SPLIT = "train"  # the world's training stream, as the tiny LLaVA's
-VALIDATION_SPLIT = "detector-val"  # a scene stream no benchmark or training run uses: the held-out check
-CELL = 8  # px per detector cell: three 2x poolings
+__all__ = ["Woodpecker", "Detection", "correct", "question_verdict", "correct_caption"]
 
 
 # ---------------------------------------------------------------- evidence and the correction rules
-
-@dataclass(frozen=True)
-class Detection:
-    """What the detector says about one image (stage 4's claims); a category it does not list is absent."""
-
-    presence: Mapping[str, float]  # category -> P(present): best cell's objectness x class probability
-    colors: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # category -> colour -> probability at that cell
-    sizes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # category -> size -> probability at that cell
-    centers: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # category -> (cx, cy) in px at that cell
-
 
 def _best(distribution: Mapping[str, float]) -> Optional[tuple[str, float]]:
     if not distribution:
@@ -199,198 +182,6 @@ def correct(question: str, answer: str, detection: Detection, world: WorldConfig
     return answer
 
 
-# ---------------------------------------------------------------- the detector (stand-in for Grounding DINO + BLIP-2)
-
-def _detector_class() -> type:
-    import torch
-    from torch import nn
-
-    class SceneDetector(nn.Module):
-        """A one-stage detector for world scenes: per 8 px cell, objectness, category, colour, size and centre offset.
-
-        Shapes: images (B, 3, H, W) uint8 → raw maps (B, 1 + K + C + S + 2, H/8, W/8), K categories,
-        C colours, S sizes. Four 3x3 convolutions (widths w, 2w, 4w, 4w; 2x max-pooling after the first
-        three) and a 1x1 head; the receptive field (≈38 px) covers the largest object. Pooling comes
-        before each ReLU (the same function: both are monotone, so they commute) and tensors are
-        channels-last: on one CPU thread a training step takes 49 ms instead of 85 ms.
-        """
-
-        def __init__(self, n_categories: int, n_colors: int, n_sizes: int, width: int):
-            super().__init__()
-            self.shape = (n_categories, n_colors, n_sizes)
-            w = width
-            self.body = nn.Sequential(
-                nn.Conv2d(3, w, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
-                nn.Conv2d(w, 2 * w, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
-                nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
-                nn.Conv2d(4 * w, 4 * w, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(4 * w, 1 + n_categories + n_colors + n_sizes + 2, 1)).to(memory_format=torch.channels_last)
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            x = (images.float() / 255.0 - 0.5) / 0.25  # (B, 3, H, W), roughly zero-mean
-            return self.body(x.contiguous(memory_format=torch.channels_last))  # (B, 1 + K + C + S + 2, G, G)
-
-        def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            """Raw maps → objectness (B, G, G), category (B, K, G, G), colour (B, C, G, G), size (B, S, G, G), offset (B, 2, G, G) logits."""
-            k, c, s = self.shape
-            return raw[:, 0], raw[:, 1:1 + k], raw[:, 1 + k:1 + k + c], raw[:, 1 + k + c:1 + k + c + s], raw[:, 1 + k + c + s:]
-
-        @torch.no_grad()
-        def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-            """Per category, what its best cell says: presence (B, K), colour (B, K, C), size (B, K, S), centre (B, K, 2) px."""
-            objectness, category, color, size, offset = self.split(self(images))
-            k, c, s = self.shape
-            grid = objectness.shape[-1]
-            score = torch.sigmoid(objectness)[:, None] * category.softmax(1)  # (B, K, G, G)
-            presence, best = score.flatten(2).max(-1)  # (B, K), (B, K) index of the best cell
-
-            def at_best(maps: torch.Tensor) -> torch.Tensor:  # (B, D, G, G) → (B, K, D)
-                flat = maps.flatten(2)  # (B, D, G*G)
-                return torch.gather(flat, 2, best[:, None, :].expand(-1, flat.shape[1], -1)).permute(0, 2, 1)
-
-            shift = at_best(torch.sigmoid(offset))  # (B, K, 2) position inside the cell, 0..1
-            cells = torch.stack([best % grid, best // grid], -1).float()  # (B, K, 2) column, row
-            return {"presence": presence, "color": at_best(color.softmax(1)), "size": at_best(size.softmax(1)),
-                    "center": (cells + shift) * CELL}
-
-    return SceneDetector
-
-
-def __getattr__(name: str) -> Any:  # SceneDetector is built on first use: importing this module must not import torch
-    if name == "SceneDetector":
-        cls = _detector_class()
-        globals()["SceneDetector"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _vocab(world: WorldConfig) -> tuple[list[str], list[str], list[str]]:
-    """Categories in config order, colours and sizes in the sampler's order (sorted names; sizes by side)."""
-    sizes = sorted(world.sizes, key=lambda s: (world.sizes[s], s))
-    return list(world.categories), sorted(world.colors), sizes
-
-
-def _targets(scenes: Sequence[Any], world: WorldConfig) -> dict[str, "torch.Tensor"]:
-    """Training targets per cell: objectness (N, G, G), labels (N, 3, G, G) (-100 = none), offsets (N, 2, G, G)."""
-    import torch
-
-    cats, colors, sizes = _vocab(world)
-    grid = world.image_size // CELL
-    n = len(scenes)
-    objectness = torch.zeros(n, grid, grid)
-    labels = torch.full((n, 3, grid, grid), -100, dtype=torch.long)
-    offsets = torch.zeros(n, 2, grid, grid)
-    for i, scene in enumerate(scenes):
-        for obj in scene.objects:
-            cx, cy = obj.center
-            col, row = min(int(cx // CELL), grid - 1), min(int(cy // CELL), grid - 1)
-            objectness[i, row, col] = 1.0
-            labels[i, :, row, col] = torch.tensor([cats.index(obj.category), colors.index(obj.color), sizes.index(obj.size)])
-            offsets[i, :, row, col] = torch.tensor([cx / CELL - col, cy / CELL - row])
-    return {"objectness": objectness, "labels": labels, "offsets": offsets}
-
-
-def _images(scenes: Sequence[Any], world: WorldConfig) -> "torch.Tensor":
-    import torch
-
-    from plugins.world import render_batch
-
-    return torch.from_numpy(render_batch(list(scenes), world)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
-
-
-def train_detector(world: WorldConfig, *, width: int, scenes: int, steps: int, batch: int, lr: float,
-                   seed: int) -> "torch.nn.Module":
-    """A :class:`SceneDetector` fitted to scenes ``0 .. scenes-1`` of the world's ``train`` stream.
-
-    Adam with a cosine-decayed learning rate; loss = objectness BCE on every cell + category, colour
-    and size cross-entropy + squared offset error on the cells holding an object's centre. Seeded
-    (weights and batch order), and the global torch RNG is left as it was.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from plugins.world import SceneSampler
-
-    sample = list(SceneSampler(world).scenes(DETECTOR_SPLIT, scenes))
-    images, target = _images(sample, world), _targets(sample, world)
-    cats, colors, sizes = _vocab(world)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = _detector_class()(len(cats), len(colors), len(sizes), width)
-        order = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        for step in range(steps):
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            idx = torch.randint(0, len(sample), (batch,), generator=order)  # (b,)
-            objectness, category, color, size, offset = net.split(net(images[idx]))
-            mask, labels = target["objectness"][idx], target["labels"][idx]  # (b, G, G), (b, 3, G, G)
-            loss = (F.binary_cross_entropy_with_logits(objectness, mask)
-                    + F.cross_entropy(category, labels[:, 0]) + F.cross_entropy(color, labels[:, 1])
-                    + F.cross_entropy(size, labels[:, 2])
-                    + ((torch.sigmoid(offset) - target["offsets"][idx]) ** 2).sum(1).mul(mask).sum() / mask.sum().clamp_min(1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
-def evaluate_detector(net: Any, world: WorldConfig, n: int, box_threshold: float = 0.35) -> dict[str, float]:
-    """Held-out accuracy on scenes ``0 .. n-1`` of the ``detector-val`` stream.
-
-    ``presence_accuracy`` over every (scene, category) pair at ``box_threshold`` (``presence_base_rate``:
-    always answering "absent"); ``color_accuracy`` / ``size_accuracy`` over present objects (argmax);
-    ``center_error_px`` (mean absolute, per axis); ``relation_accuracy``: share of the relations that
-    hold in the scenes (both directions, world margin) that the detected centres also give.
-    """
-    from plugins.world import SceneSampler
-
-    cats, colors, sizes = _vocab(world)
-    scenes = list(SceneSampler(world).scenes(VALIDATION_SPLIT, n))
-    out = net.read(_images(scenes, world))
-    hits = pairs = color_hits = size_hits = objects = rel_hits = rels = 0
-    center_error = 0.0
-    for i, scene in enumerate(scenes):
-        present = {o.category: o for o in scene.objects}
-        for k, category in enumerate(cats):
-            pairs += 1
-            hits += (float(out["presence"][i, k]) >= box_threshold) == (category in present)
-            obj = present.get(category)
-            if obj is not None:
-                objects += 1
-                color_hits += colors[int(out["color"][i, k].argmax())] == obj.color
-                size_hits += sizes[int(out["size"][i, k].argmax())] == obj.size
-                center_error += sum(abs(float(out["center"][i, k, a]) - obj.center[a]) for a in (0, 1)) / 2
-        for relation in scene.relations(world.relation_margin):
-            a, b = cats.index(relation.subject), cats.index(relation.object)
-            rels += 1
-            rel_hits += relation.predicate in holding_predicates(tuple(out["center"][i, a].tolist()),
-                                                                 tuple(out["center"][i, b].tolist()), world.relation_margin)
-    n_objects = max(objects, 1)
-    return {"presence_accuracy": hits / pairs, "presence_base_rate": 1.0 - objects / pairs,
-            "color_accuracy": color_hits / n_objects, "size_accuracy": size_hits / n_objects,
-            "center_error_px": center_error / n_objects, "relation_accuracy": rel_hits / max(rels, 1),
-            "scenes": float(n), "objects": float(objects)}
-
-
-def detections(net: Any, images: Sequence["np.ndarray"], world: WorldConfig) -> list[Detection]:
-    """One :class:`Detection` per (H, W, 3) uint8 world image."""
-    import numpy as np
-    import torch
-
-    cats, colors, sizes = _vocab(world)
-    out = net.read(torch.from_numpy(np.stack(list(images))).permute(0, 3, 1, 2).contiguous())
-    result = []
-    for i in range(len(images)):
-        presence, color, size, center = (out[key][i].tolist() for key in ("presence", "color", "size", "center"))
-        result.append(Detection(
-            presence=dict(zip(cats, presence)),
-            colors={c: dict(zip(colors, row)) for c, row in zip(cats, color)},
-            sizes={c: dict(zip(sizes, row)) for c, row in zip(cats, size)},
-            centers={c: (row[0], row[1]) for c, row in zip(cats, center)}))
-    return result
-
-
 # ---------------------------------------------------------------- the method
 
 @register_method("woodpecker")
@@ -422,22 +213,13 @@ class Woodpecker(WorldPostprocess):
 
     def _artifact(self) -> dict[str, Any]:
         if self._trained is None:
-            payload = self.fingerprint_payload()
-            # Not the whole payload: a new min_confidence must not retrain the detector; the code and recipe must.
-            key = {"class": payload["class"], "source_sha256": payload["source_sha256"],
-                   "uses_sha256": payload["uses_sha256"], "recipe": self.detector_recipe()}
-            self._trained = cached_artifact("woodpecker-detector", key, self._train)
+            # The recipe, not the whole config: a new min_confidence must not retrain the detector.
+            c = self.config
+            self._trained = cached_artifact(
+                "woodpecker-detector", {"recipe": self.detector_recipe()}, detector_artifact, self.world,
+                width=c.detector_width, scenes=c.detector_scenes, steps=c.detector_steps, batch=c.detector_batch,
+                lr=c.detector_lr, seed=c.detector_seed, val_scenes=c.detector_val_scenes)
         return self._trained
-
-    def _train(self) -> dict[str, Any]:
-        c = self.config
-        wall, cpu = time.perf_counter(), time.process_time()
-        net = train_detector(self.world, width=c.detector_width, scenes=c.detector_scenes, steps=c.detector_steps,
-                             batch=c.detector_batch, lr=c.detector_lr, seed=c.detector_seed)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu  # CPU time too: wall time varies with load
-        report = evaluate_detector(net, self.world, c.detector_val_scenes)  # at the official 0.35, whatever box_threshold is
-        report.update(train_seconds=wall, train_cpu_seconds=cpu, parameters=float(sum(p.numel() for p in net.parameters())))
-        return {"state_dict": net.state_dict(), "report": report}
 
     def prepare(self, model: "LlavaAdapter") -> dict[str, float]:
         """Train (or load) the detector up front: once-per-world work, not answering time. Returns its report."""
@@ -445,16 +227,15 @@ class Woodpecker(WorldPostprocess):
         return self.detector_report()
 
     def detector(self) -> Any:
-        """The trained :class:`SceneDetector` (trained on first use, then read from the cache)."""
+        """The trained :class:`~plugins.models.detector.SceneDetector` (trained on first use, then read from the cache)."""
         if self._net is None:
-            cats, colors, sizes = _vocab(self.world)
-            net = _detector_class()(len(cats), len(colors), len(sizes), self.config.detector_width)
+            net = build_detector(self.world, self.config.detector_width)
             net.load_state_dict(self._artifact()["state_dict"])
             self._net = net.eval()
         return self._net
 
     def detector_report(self) -> dict[str, float]:
-        """Held-out accuracy, training seconds and size of the detector (see :func:`evaluate_detector`)."""
+        """Held-out accuracy, training seconds and size of the detector (see :func:`plugins.trainers.detector.evaluate_detector`)."""
         return dict(self._artifact()["report"])
 
     def postprocess(self, model: "LlavaAdapter", batch: "Batch", texts: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ noised image) and benchmarks can describe inputs without loading a model.
 (3, ('A dog?', 'Red?'), ('1', '2'))
 >>> batch.replace(prompts=["a", "b", "c"]).prompts
 ('a', 'b', 'c')
->>> batch.item_seed(0) == batch[0:1].item_seed(0)  # per-item seeds survive slicing and batching
+>>> batch.item_seed(0) == batch[0:1].item_seed(0)  # a seed follows the item's id, which slicing keeps
 True
 >>> batch[2]
 Batch(1 items, seed=0: 2: 32x32x3 'Red?')
@@ -57,15 +57,18 @@ class Batch:
     """Items to run: one image (or ``None`` for a text-only item) and one user question each.
 
     ``prompts`` are the bare questions; the model adapter wraps them in its chat template.
-    ``ids`` name the items (question ids; default ``"0"``, ``"1"``, ...) and, with ``seed``, give
-    each item its own random seed (:meth:`item_seed`), so a stochastic method draws the same
-    noise for an item whether it runs alone or in a batch of 16.
+    ``ids`` name the items (question ids; by default their positions ``"0"``, ``"1"``, ...).
+    Random draws are seeded from the batch, so they do not depend on how items are chunked:
+    :meth:`item_seed` hashes ``seed`` with an item's id (a slice keeps ids, so an item keeps its
+    seed), :meth:`image_seed` hashes ``seed`` with an item's image (every item showing the same
+    image gets the same seed). VCD's noise and RITUAL's views are drawn per image; the
+    diagnostics' noised reference images per item.
     """
 
     images: tuple[Optional[np.ndarray], ...]  # each (H, W, 3) uint8, or None for no image
     prompts: tuple[str, ...]  # user questions, without any template
     ids: tuple[str, ...] = ()  # stable item names; filled with "0", "1", ... when empty
-    seed: int = 0  # base seed of every per-item random draw
+    seed: int = 0  # base seed of every random draw (item_seed, image_seed)
 
     def __post_init__(self) -> None:
         if isinstance(self.prompts, str):
@@ -123,12 +126,18 @@ class Batch:
         return tuple(image is not None for image in self.images)
 
     def item_seed(self, i: int) -> int:
-        """A 63-bit seed for item ``i`` derived from ``(seed, ids[i])``, stable across processes."""
+        """A 63-bit seed for item ``i`` from SHA-256 of ``"{seed}:{ids[i]}"``, stable across processes.
+
+        Only the batch seed and the item's id count, not its position, question or image: the item
+        gets the same seed in any batch that keeps its id (a slice does; a new ``Batch`` without
+        ``ids`` numbers items by position).
+        """
         return _seed_of(f"{self.seed}:{self.ids[i]}".encode("utf-8"))
 
     def image_seed(self, i: int) -> int:
-        """A 63-bit seed derived from ``seed`` and item ``i``'s image (its pixels and shape), stable
-        across processes: items showing the same image get the same seed, whatever their ids.
+        """A 63-bit seed for item ``i``'s image from SHA-256 of ``seed``, its shape and its pixels,
+        stable across processes: items showing the same image get the same seed, whatever their ids,
+        questions or positions. A text-only item has none (ValueError).
 
         >>> image = np.zeros((8, 8, 3), np.uint8)
         >>> batch = Batch(images=[image, image.copy(), image + 1], prompts=["a", "b", "c"])

@@ -1,6 +1,6 @@
 """Training examples for the tiny LLaVA, drawn from the world's "train" stream only.
 
-Test scenes come from the disjoint "test" stream (:mod:`plugins.models.quick_eval`), so no test
+Test scenes come from the disjoint "test" stream (:mod:`plugins.embedded.quick_eval`), so no test
 image or question is ever trained on. Every example is a token sequence in the chat format of
 :mod:`plugins.models.tokenizer` with a loss mask on the assistant's words (LLaVA trains on
 answers only), plus the index of its image, if any:

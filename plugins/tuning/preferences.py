@@ -58,8 +58,8 @@ from plugins.world import (
 if TYPE_CHECKING:
     import torch
 
+    from plugins.models.adapter import LlavaAdapter
     from plugins.models.data import WorldData
-    from plugins.models.llava import LlavaAdapter
 
 __all__ = ["PREFERENCE_SPLIT", "STATS_SCENES", "CAPTION_TOKENS", "ANSWER_TOKENS", "PreferencePair", "PreferenceData",
            "tuning_questions", "scene_rng", "caption_errors", "faithful_caption", "inject_hallucination",

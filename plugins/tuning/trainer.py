@@ -8,7 +8,7 @@ All three trainers share one recipe (:func:`fine_tune`):
 2. a deep copy of it is the **policy**, and every parameter of the copy is trained (full
    fine-tuning; the official runs train LoRA adapters on 7B models instead);
 3. the optimisation loop is the one the tiny LLaVA itself was trained with
-   (:func:`plugins.models.train.run_stage`: AdamW with weight decay on matrices only, linear
+   (:func:`plugins.models.loop.run_stage`: AdamW with weight decay on matrices only, linear
    warm-up then cosine decay to 10 % of the peak rate, gradient norm clipped at 1, a tqdm bar);
    dropout is off, as the official DPO trainers switch it off;
 4. the result is the policy's tensors that differ from the reference's (:class:`TuningRun`), on
@@ -35,11 +35,12 @@ import numpy as np
 import torch
 
 from plugins.models.data import IGNORE, Example, collate
-from plugins.models.train import StageConfig, index_batches, run_stage
+from plugins.models.loop import StageConfig, index_batches, run_stage
+from plugins.models.padding import left_pad
 from plugins.tuning.losses import contrastive_loss, rdpo_loss, runner_up_logps, sequence_logps, sft_loss
 
 if TYPE_CHECKING:
-    from plugins.models.llava import LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
     from plugins.tuning.instructions import Instruction
     from plugins.tuning.preferences import PreferenceData
 
@@ -276,12 +277,7 @@ def _caption_ids(model: "LlavaAdapter", texts: Sequence[str]) -> tuple[torch.Ten
     """Left-padded ids (B, T) and mask of ``<bos> caption </s>`` (the tokenizer's own special tokens, then the end token)."""
     eos, pad = int(model.tokenizer.eos_token_id), int(model.tokenizer.pad_token_id)
     rows = [model.tokenizer(t, add_special_tokens=True)["input_ids"] + [eos] for t in texts]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+    ids, mask = left_pad(rows, pad)
     return ids.to(model.device), mask.to(model.device)
 
 

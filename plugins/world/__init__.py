@@ -36,10 +36,11 @@ draw from their own stream of that seed, so everything is reproducible per scene
 >>> caption(scene, cfg).split()[-1], [q.answer for q in existence_questions(scene, cfg, n=4)].count("yes")
 ('.', 2)
 """
-from plugins.world.config import GRAMMAR_WORDS, SHAPES, CooccurrenceGroup, WorldConfig
+from plugins.world.config import GRAMMAR_WORDS, SHAPES, CooccurrenceGroup, WorldConfig, build_world
 from plugins.world.render import HOLLOW_SHAPES, encode_png, object_mask, render, render_batch, shape_mask, to_pil
 from plugins.world.scene import (
-    OPPOSITE, PREDICATES, Relation, Scene, SceneObject, SceneSampler, scene_seed, spatial_relations, stream_rng,
+    OPPOSITE, PREDICATES, Relation, Scene, SceneObject, SceneSampler, holding_predicates, scene_seed, spatial_relations,
+    stream_rng,
 )
 from plugins.world.text import (
     CAPTION_PROMPT, STRATEGIES, MentionedObject, NoisyCaption, ParsedCaption, Question, WorldStats,
@@ -47,16 +48,12 @@ from plugins.world.text import (
     relation_questions, split_counts, tokenize, vocabulary,
 )
 
-SOURCE_MODULES: tuple[str, ...] = ("plugins.world.config", "plugins.world.scene", "plugins.world.render",
-                                   "plugins.world.text")
-"""The modules that define scenes, images and language: a method built on the world hashes them into its fingerprint."""
-
-__all__ = ["SOURCE_MODULES", 
+__all__ = [
     # config
-    "WorldConfig", "CooccurrenceGroup", "SHAPES", "GRAMMAR_WORDS",
+    "WorldConfig", "CooccurrenceGroup", "SHAPES", "GRAMMAR_WORDS", "build_world",
     # scenes
     "Scene", "SceneObject", "SceneSampler", "Relation", "PREDICATES", "OPPOSITE",
-    "scene_seed", "spatial_relations", "stream_rng",
+    "scene_seed", "spatial_relations", "holding_predicates", "stream_rng",
     # pixels
     "render", "render_batch", "shape_mask", "object_mask", "HOLLOW_SHAPES", "encode_png", "to_pil",
     # text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any, Mapping, Optional
 
 from pydantic import Field, model_validator
 
@@ -186,3 +187,12 @@ class WorldConfig(_Frozen):
         """SHA-256 of the canonical JSON of this config: the cache key for data generated from it."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_world(fields: Optional[Mapping[str, Any]]) -> WorldConfig:
+    """The :class:`WorldConfig` a method config names by its fields (``None``: the default world).
+
+    >>> build_world({"yes_ratio": 0.8}).yes_ratio, build_world(None) == WorldConfig()
+    (0.8, True)
+    """
+    return WorldConfig(**dict(fields or {}))

@@ -133,6 +133,23 @@ def spatial_relations(a: SceneObject, b: SceneObject, margin: float) -> tuple[st
     return tuple(out)
 
 
+def holding_predicates(subject_center: tuple[float, float], object_center: tuple[float, float],
+                       margin: float) -> tuple[str, ...]:
+    """The predicates that hold for subject vs object between two centres (the rule of :func:`spatial_relations`).
+
+    For points read off an image (a detector's centres) rather than scene objects.
+
+    >>> holding_predicates((10.0, 30.0), (40.0, 31.0), 8.0)
+    ('left of',)
+    """
+    (sx, sy), (ox, oy) = subject_center, object_center
+    out = []
+    for predicate, gap in (("left of", ox - sx), ("right of", sx - ox), ("above", oy - sy), ("below", sy - oy)):
+        if gap >= margin:
+            out.append(predicate)
+    return tuple(p for p in PREDICATES if p in out)
+
+
 @dataclass(frozen=True)
 class Scene:
     """A scene: its seed, the image side, and its objects (at most one per category).

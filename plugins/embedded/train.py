@@ -1,77 +1,34 @@
-r"""Train the embedded tiny LLaVA with the survey's staged recipe (its Appendix A.1), on CPU, in minutes.
+"""Train the embedded tiny LLaVA with the survey's staged recipe (its Appendix A.1), on CPU, in minutes.
 
-Stages (each a function below, each logged with a tqdm bar and a saved loss curve):
+Stages (each a function below, each logged with a tqdm bar and a saved loss curve; the loop is
+:func:`plugins.models.loop.run_stage`):
 
-0. **Language pre-training** — a tiny ``LlamaForCausalLM`` learns the world's language from text
-   alone: noisy captions, and single questions answered over a noisy-caption context or over no
-   context at all (:func:`plugins.models.data.text_examples`). This is where the LM's priors come
-   from (co-occurrence, attribute priors, popularity), as an LVLM's LLM brings its own; and where
-   it learns to answer from what its context says, which the image must later feed.
-1. **Vision-encoder training** — the survey's stage 1 trains the encoder contrastively; here a
-   ``CLIPModel`` (tiny ViT + tiny text encoder) can be trained with CLIP's symmetric InfoNCE on
-   (image, exact caption) pairs plus the same loss between the captions' object phrases and the
-   ViT's patch tokens (``contrastive-regions``), or with per-patch region labels from the
-   renderer (``supervised-regions``), or both. Measured on 2 cores within the time budget, the
-   contrastive objectives grounded objects less well (a linear presence probe on the patch
-   features: 82.5 % with ``contrastive-regions`` against 88.7 % with ``supervised-regions``,
-   majority baseline 70.9 %), and the finished LLaVA answered POPE worse, so the default is
-   supervised; see :func:`train_vision` for the numbers.
-2. **Adapter tuning** — the LLaVA is assembled (stage 1's vision tower, stage 0's LM, a new MLP
-   projector) and only the projector trains; vision tower and LM are frozen. Its data mixes image
-   captions with image questions (``projector_caption_share``). Measured on a validation stream
-   of the world, this stage alone leaves POPE near chance (55.5 % on random negatives after its
-   100 steps; 50 % after 400 steps with an LM that could not read its context): at this size
-   the frozen LM does not learn to read image tokens through a new projector within minutes.
-3. **End-to-end tuning** — everything trains, at a lower learning rate than the projector had,
-   on image captions plus multi-turn object, attribute and relation questions (random negatives).
+0. **Language pre-training** (:func:`pretrain_lm`) — a tiny ``LlamaForCausalLM`` learns the
+   world's language from text alone: noisy captions, and single questions answered over a
+   noisy-caption context or over no context at all (:func:`plugins.models.data.text_examples`).
+   This is where the LM's priors come from (co-occurrence, attribute priors, popularity), as an
+   LVLM's LLM brings its own; and where it learns to answer from what its context says, which the
+   image must later feed.
+1. **Vision-encoder training** (:func:`train_vision`) — the survey's stage 1 trains the encoder
+   contrastively; here a ``CLIPModel`` (tiny ViT + tiny text encoder) can be trained with CLIP's
+   symmetric InfoNCE on (image, exact caption) pairs plus the same loss between the captions'
+   object phrases and the ViT's patch tokens (``contrastive-regions``), or with per-patch region
+   labels from the renderer (``supervised-regions``, the default), or both.
+2. **Adapter tuning** (:func:`tune_projector`) — the LLaVA is assembled (stage 1's vision tower,
+   stage 0's LM, a new MLP projector) and only the projector trains; vision tower and LM are
+   frozen. Its data mixes image captions with image questions (``projector_caption_share``).
+3. **End-to-end tuning** (:func:`tune_end_to_end`) — everything trains, at a lower learning rate
+   than the projector had, on image captions plus multi-turn object, attribute and relation
+   questions (random negatives).
 
-**Why stage 0 teaches single questions at a low learning rate.** The previous recipe pre-trained
-the LM on one caption followed by a conversation of 11 questions (500 steps of 32 at lr 3e-3).
-A probe of that LM (:func:`plugins.models.quick_eval.context_probe`: object questions with the
-exact caption in the prompt) showed it answered from its prior only — 50.9 % on random
-negatives, 1,000 steps did not change it — and the same held for 400 steps of question-only
-conversations and for single questions at lr 3e-3 (50 % after 2,000 steps). A 4-layer LM
-learns to look a word up in its context in a sudden transition, and at lr 3e-3 it did not
-happen; at lr 1e-3 on single questions it did (84 % after 1,000 steps of batch 32, 92 % after
-1,000 of batch 64, the default). Downstream, this decides when stage 3 starts to use the image
-(POPE random on 1,800 validation questions during stage 3, one thread):
-
-==========================================  =====  =====  =====  =====  =====
-stage 0 → stage 3 step                        150    300    450    600    750
-==========================================  =====  =====  =====  =====  =====
-multi-turn, lr 3e-3 (previous recipe)          53.6   51.7   53.8   58.1   59.2
-single questions, lr 1e-3, batch 64 (default)  80.6   83.3   88.7   90.7   91.1
-==========================================  =====  =====  =====  =====  =====
-
-With an LM that cannot read, stage 3 has to teach reading and seeing at once and starts late and
-at a point set by floating-point noise: the previous recipe scored 82.6 % on POPE random with two
-threads and 89.0 % with one (same data and seeds), 87.9 % with seed 1, and 59.2 % once its stage-0
-batches were grouped by length. Projecting each patch onto the word embedding of its object
-(a regression warm start of the projector before stage 2) did not make stage 2 work either
-(51.8 % after it) and moved stage 3's curve by less than two points.
-
-**Default recipe**, measured on test set v1 (2 threads of this 2-core machine): POPE random /
-popular / adversarial 91.1 / 89.5 / 84.9 %, colour questions 62.4 / 62.1 %, relation questions
-50.0 % (the model says "yes" to every one); 598 s in all (stage 0: 113 s, 1: 106 s, 2: 35 s,
-3: 329 s, data 7 s). Stages 0, 2 and 3 batch sequences of similar length (``group_by_length``,
-as ``Trainer(group_by_length=True)``; measured on the previous recipe's batches, a stage-0 step
-took 0.26 s instead of 0.50 s and a stage-3 step 0.54 s instead of 0.64 s).
-
-Earlier variants with the multi-turn stage 0 (test set v1; ``questions`` = object, attribute,
-relation questions per training conversation; * on the first 900 questions of each split, one
-thread): stage 0 / 1 / 2 / 3 steps 500 / 700×64 / 100 / 750 with (8, 2, 1): 82.6 / 79.7 / 73.4
-(* 89.0 / 86.6 / 83.4 with one thread); 500 / 500×128 / 400 / 1,150 with (4, 2, 2): 76.8 / 70.1 /
-67.2, colour 63.7 %; \* no stage 0 (random LM): 83.0 / 81.6 / 78.7; \* stage 3 at batch 16 or at
-lr 1e-3: collapse to the co-occurrence prior (popular 49–52 %). Stage 1 at batch 64 for 700–1,000
-steps grounds best within the budget (a linear per-patch category probe: 80.4 % at 500×128 @
-2e-3, 92.6 % at 1,000×64, 94.8 % at 1,000×128).
+Stages 0, 2 and 3 batch sequences of similar length (``group_by_length``, as
+``Trainer(group_by_length=True)``). Why the recipe is what it is, with the experiments that
+chose it, is told on the site page *Embedded model: history*.
 
 The result is a plain Hugging Face directory — ``config.json``, ``model.safetensors``,
-``generation_config.json``, the processor files — plus ``README.md`` (model card: config, data
-fingerprints, per-stage times, final metrics) and ``training_log.json`` (loss curves)::
-
-    python -m plugins.models.train --out plugins/models/checkpoints/alignscope-tiny-llava
-    python -m plugins.models.train --out /tmp/tiny --quick     # a few steps of each stage
+``generation_config.json``, the processor files — plus ``README.md`` (the model card,
+:mod:`plugins.embedded.card`: config, data fingerprints, per-stage times, final metrics, the code
+identity) and ``training_log.json`` (loss curves). ``alignscope train`` runs :func:`train_default`.
 
 >>> cfg = TrainConfig.quick()
 >>> cfg.end_to_end.steps, cfg.world.fingerprint() == TrainConfig().world.fingerprint()
@@ -79,30 +36,29 @@ fingerprints, per-stage times, final metrics) and ``training_log.json`` (loss cu
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import os
 import platform
-import random
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
-from tqdm.auto import tqdm
+from pydantic import Field, ValidationError
 
 from plugins.api import git
 from plugins.config import StrictConfig
+from plugins.embedded.card import model_card
 from plugins.models.data import (
     TRAIN_STREAM, Example, WorldData, build_world_data, caption_example, collate, hard_negative_captions,
     pad_batch, question_example, region_labels, text_examples,
 )
+from plugins.models.loop import StageConfig, index_batches, length_grouped_batches, run_stage, seed_everything
 from plugins.models.tiny_llava import (
     TinyLlavaConfig, assemble_llava, build_clip, build_lm, count_parameters, parameter_counts,
 )
@@ -110,17 +66,10 @@ from plugins.models.tokenizer import WordEncoder, build_processor, build_vocab, 
 from plugins.world import WorldConfig, object_phrase
 from plugins.world.scene import stream_rng
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"  # = plugins.models.llava.TINY_LLAVA_CHECKPOINT
+__all__ = ["TrainConfig", "train_default", "train", "pretrain_lm", "train_vision", "tune_projector", "tune_end_to_end",
+           "STAGE1_OBJECTIVES", "DEFAULT_CHECKPOINT", "TRAINING_ROOTS", "training_code"]
 
-
-class StageConfig(StrictConfig):
-    """Optimiser settings of one stage (AdamW, linear warm-up, cosine decay to 10 % of the peak)."""
-
-    steps: int = Field(ge=0)  # optimiser steps (0 skips the stage)
-    batch_size: int = Field(ge=1)  # sequences (or image-caption pairs) per step
-    lr: float = Field(gt=0)  # peak learning rate
-    warmup: int = Field(default=20, ge=0)  # linear warm-up steps
-    weight_decay: float = Field(default=0.0, ge=0)  # AdamW weight decay (matrices only)
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"  # = checkpoints.TINY_LLAVA_CHECKPOINT
 
 
 def default_world() -> WorldConfig:
@@ -165,106 +114,7 @@ class TrainConfig(StrictConfig):
         return cls(**fields)
 
 
-# ---------------------------------------------------------------------------- the training loop
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def index_batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Endless shuffled batches of indices into ``n`` items; epoch ``e`` is shuffled with ``seed + e``."""
-    epoch = 0
-    while True:
-        order = np.random.default_rng(seed + epoch).permutation(n)  # (n,)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield order[start:start + batch_size]
-        epoch += 1
-
-
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, window: int) -> Iterator[np.ndarray]:
-    """Endless batches of indices whose items have similar ``lengths``, so little of a batch is padding.
-
-    Each epoch (shuffled with ``seed + e``, as :func:`index_batches`) is cut into windows of
-    ``window * batch_size`` items; a window is sorted by length and cut into batches, and the
-    epoch's batches are then shuffled. This is the length-grouped sampling of Hugging Face's
-    ``Trainer(group_by_length=True)``; ``window = 1`` gives plain shuffled batches.
-
-    >>> batches = length_grouped_batches([1, 9, 2, 8, 3, 7, 4, 6], 2, seed=0, window=4)
-    >>> sorted(sorted(int(i) for i in next(batches)) for _ in range(4))
-    [[0, 2], [1, 3], [4, 6], [5, 7]]
-    """
-    n = len(lengths)
-    lengths = np.asarray(lengths)
-    epoch = 0
-    while True:
-        rng = np.random.default_rng(seed + epoch)
-        order = rng.permutation(n)  # (n,)
-        span = window * batch_size
-        batches = []
-        for start in range(0, n, span):
-            part = order[start:start + span]
-            part = part[np.argsort(-lengths[part], kind="stable")]  # longest first within the window
-            batches += [part[i:i + batch_size] for i in range(0, len(part) - batch_size + 1, batch_size)]
-        if not batches:  # fewer items than one batch: one short batch, as index_batches does
-            batches = [order]
-        for k in rng.permutation(len(batches)):
-            yield batches[k]
-        epoch += 1
-
-
-def learning_rate(step: int, stage: StageConfig) -> float:
-    """Linear warm-up to ``stage.lr``, then cosine decay to 10 % of it at the last step."""
-    if step < stage.warmup:
-        return stage.lr * (step + 1) / stage.warmup
-    progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
-    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def optimizer(params: Sequence[tuple[str, torch.nn.Parameter]], stage: StageConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms, biases, the CLIP temperature)."""
-    decay = [p for _, p in params if p.ndim >= 2]
-    other = [p for _, p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": stage.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.98), eps=1e-8)
-
-
-def run_stage(name: str, model: torch.nn.Module, stage: StageConfig, loss_fn: Callable[[int], torch.Tensor],
-              progress: bool = True, after_step: Optional[Callable[[], None]] = None) -> dict[str, Any]:
-    """Optimise the trainable parameters of ``model`` for ``stage.steps`` steps of ``loss_fn(step)``.
-
-    Returns the stage's log: per-step losses, wall seconds, trainable parameter count.
-    """
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = optimizer(params, stage)
-    losses: list[float] = []
-    model.train()
-    t0 = time.perf_counter()
-    bar = tqdm(range(stage.steps), desc=name, disable=not progress, mininterval=1.0)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, stage)
-        loss = loss_fn(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        opt.step()
-        if after_step is not None:
-            after_step()
-        losses.append(round(float(loss.detach()), 5))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
-    model.eval()
-    return {
-        "name": name, "steps": stage.steps, "batch_size": stage.batch_size, "lr": stage.lr,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "trainable_parameters": sum(p.numel() for _, p in params),
-        "loss_first10": round(float(np.mean(losses[:10])), 4) if losses else None,
-        "loss_last10": round(float(np.mean(losses[-10:])), 4) if losses else None,
-        "losses": losses,
-    }
+# ---------------------------------------------------------------------------- the stages
 
 
 def lm_batches(examples: Sequence[Example], data: WorldData, stage: StageConfig, seed: int,
@@ -291,9 +141,6 @@ def lm_batches(examples: Sequence[Example], data: WorldData, stage: StageConfig,
         return collate(chosen, pixels, pad_id)
 
     return get
-
-
-# ---------------------------------------------------------------------------- the stages
 
 
 def pretrain_lm(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: dict[str, int],
@@ -506,7 +353,6 @@ def tune_end_to_end(config: TrainConfig, llava: torch.nn.Module, data: WorldData
     return llava_stage("stage 3: end-to-end tuning", llava, config.end_to_end, examples, data,
                        config.seed + 3, enc.pad_id, progress, config.group_by_length)
 
-
 # ---------------------------------------------------------------------------- the recipe
 
 
@@ -518,10 +364,10 @@ def data_fingerprint(data: WorldData) -> str:
     return h.hexdigest()
 
 
-TRAINING_MODULES = ("plugins.config", "plugins.models.data", "plugins.models.tiny_llava", "plugins.models.tokenizer",
-                    "plugins.models.train", "plugins.world.config", "plugins.world.render", "plugins.world.scene",
-                    "plugins.world.text")
-"""The modules whose code decides what a training run produces (hashed into the model card)."""
+TRAINING_ROOTS = ("plugins.embedded.train",)
+"""The code of a training run, for its model card: these modules and every project module they import
+(:func:`plugins.identity.code_hash`; the stages, the loop, data, tokenizer, world, and the evaluation
+and card code the run also executes)."""
 
 
 def git_commit() -> Optional[str]:
@@ -529,13 +375,13 @@ def git_commit() -> Optional[str]:
 
 
 def training_code() -> dict[str, Any]:
-    """The commit, whether the training code differed from it, and a SHA-256 of that code (:data:`TRAINING_MODULES`)."""
-    from plugins.methods.base import modules_sha256
+    """The commit, whether the training code differs from it, and the identity of that code (:data:`TRAINING_ROOTS`)."""
+    from plugins.identity import REPO_ROOT, code_hash, code_identity, module_source
 
-    paths = [":(top)" + m.replace(".", "/") + ".py" for m in TRAINING_MODULES]
-    status = git("status", "--porcelain", "--untracked-files=no", "--", *paths)
+    paths = [":(top)" + module_source(m).relative_to(REPO_ROOT).as_posix() for m in code_identity(TRAINING_ROOTS)]
+    status = git("status", "--porcelain", "--", *paths)  # modified, staged or not yet tracked
     return {"git_commit": git_commit(), "code_dirty": bool(status and status.strip()),
-            "code_sha256": modules_sha256(TRAINING_MODULES, what="training code")}
+            "code_identity": code_hash(TRAINING_ROOTS), "code_identity_roots": list(TRAINING_ROOTS)}
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -559,7 +405,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     lm, log0 = pretrain_lm(config, data, enc, vocab, progress)
     clip, log1 = train_vision(config, data, enc, vocab, progress)
     if config.evaluate:
-        from plugins.models.quick_eval import context_probe, presence_probe  # not timed: evaluation, not training
+        from plugins.embedded.quick_eval import context_probe, presence_probe  # not timed: evaluation, not training
 
         t_probe = time.perf_counter()
         log0["context_probe"] = context_probe(lm, world)
@@ -576,7 +422,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
 
     metrics: Optional[dict[str, Any]] = None
     if config.evaluate:
-        from plugins.models.quick_eval import evaluate  # local: evaluation is optional
+        from plugins.embedded.quick_eval import evaluate  # local: evaluation is optional
 
         metrics = evaluate(llava, processor, world, limit=config.eval_limit, progress=progress, extras=True)
 
@@ -598,140 +444,34 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     return record
 
 
-def model_card(record: dict[str, Any]) -> str:
-    """The checkpoint's README.md: what it is, how it was trained, what it scores."""
-    from plugins.models.quick_eval import format_table
+def train_default(out: Union[str, Path, None] = None, config: Union[str, Path, Mapping[str, Any], None] = None,
+                  quick: bool = False, progress: bool = True) -> Path:
+    """Train a tiny LLaVA (:func:`train`) into ``out`` (default :data:`DEFAULT_CHECKPOINT`) and return that folder.
 
-    cfg, params = record["config"], record["parameters"]
-    stage_rows = "\n".join(
-        f"| {s['name']} | {s['steps']} | {s['batch_size']} | {s['lr']:g} | {s['trainable_parameters']:,} | "
-        f"{s['loss_first10']} → {s['loss_last10']} | {s['seconds']:.0f} |" for s in record["stages"])
-    metrics = record["metrics"]
-    results = format_table(metrics) if metrics else "(not evaluated)"
-    probe = record["stages"][1].get("grounding_probe")
-    grounding = (f"Grounding after stage 1 ({record['stages'][1]['objective']}): a linear probe on the mean of the "
-                 f"patch tokens the LLaVA reads predicts which categories are present with {100 * probe['accuracy']:.1f} % "
-                 f"accuracy on test scenes (always-absent baseline {100 * probe['base_rate']:.1f} %). The survey's stage 1 "
-                 "is contrastive; the contrastive objectives (`stage1_objective`) were measured and grounded less well "
-                 "within the CPU budget — numbers in `plugins/models/train.py`, `train_vision`." if probe else "")
-    reading = record["stages"][0].get("context_probe")
-    if reading:
-        grounding = (f"Context reading after stage 0: asked about test scenes with their exact caption in the prompt, the "
-                     f"text-only LM answers object questions with {100 * reading['random_caption']:.1f} % accuracy "
-                     f"({100 * reading['adversarial_caption']:.1f} % on adversarial negatives); without the caption, from its "
-                     f"prior alone, {100 * reading['random_no_context']:.1f} % ({100 * reading['adversarial_no_context']:.1f} %). "
-                     "Whether it reads its context decides how soon stage 3 starts to use the image (see "
-                     "`plugins/models/train.py`).\n\n" + grounding)
-    env = record["environment"]
-    code_note = ""
-    if "code_sha256" in env:
-        code_note = (" (the training code had uncommitted changes)" if env["code_dirty"] else "") + \
-            f"; training code SHA-256 `{env['code_sha256']}` (`plugins.models.train.training_code()`)"
-    world_json = json.dumps(cfg["world"], indent=1, sort_keys=True)
-    rest = {k: v for k, v in cfg.items() if k != "world"}
-    return f"""---
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags: [llava, alignscope, synthetic]
----
-
-# AlignScope tiny LLaVA
-
-A {params['total'] / 1e6:.2f} M-parameter `LlavaForConditionalGeneration` (tiny CLIP ViT + MLP projector + tiny
-Llama) trained by AlignScope's own code on its synthetic scene world (`plugins/world/`), following the
-three training stages of the survey's Appendix A.1 after a text-only language pre-training. It exists so
-that hallucination-mitigation methods can be run and measured on a laptop CPU with no downloads.
-
-```python
-from transformers import AutoProcessor, LlavaForConditionalGeneration
-processor = AutoProcessor.from_pretrained("plugins/models/checkpoints/alignscope-tiny-llava")
-model = LlavaForConditionalGeneration.from_pretrained("plugins/models/checkpoints/alignscope-tiny-llava")
-# images: (64, 64, 3) uint8 arrays from plugins.world.render; prompts: LLaVA-1.5's format
-prompt = processor.apply_chat_template(
-    [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "is there a star in the image ?"}}]}}],
-    add_generation_prompt=True)
-```
-
-Rebuild: `alignscope train` (or `python -m plugins.models.train --out <dir>`).
-
-## Parameters
-
-| part | parameters |
-| --- | ---: |
-| vision tower (CLIP ViT) | {params['vision_tower']:,} |
-| projector (2-layer MLP) | {params['projector']:,} |
-| language model (Llama) | {params['language_model']:,} |
-| **total** | **{params['total']:,}** |
-| stage-1 text encoder (not in the checkpoint) | {params['clip_text_encoder']:,} |
-
-## Training
-
-Per-stage wall time with {record['environment']['threads']} threads (`torch.set_num_threads`); total
-{record['train_seconds']:.0f} s including data generation ({record['train_data']['seconds']:.0f} s).
-
-| stage | steps | batch | peak lr | trainable | loss (first 10 → last 10) | seconds |
-| --- | ---: | ---: | ---: | ---: | --- | ---: |
-{stage_rows}
-
-Training data: scenes 0..{record['train_data']['n_scenes'] - 1} of the world's `train` stream;
-images + captions SHA-256 `{record['train_data']['sha256']}`.
-World config fingerprint (`WorldConfig.fingerprint()`): `{record['world_fingerprint']}`.
-
-## Results
-
-{'The world benchmarks of `alignscope reproduce` (test set ' + metrics['test_set'] + ', held-out `test` scenes; ' + str(metrics['n_questions']) + ' questions), greedy decoding, official POPE parser (`pope-official-v1`): the same numbers as the baseline rows on the site.' if metrics else ''}
-
-{results}
-
-{grounding}
-
-For comparison, LLaVA-1.5-7B on POPE (COCO): 88.4 / 84.8 / 77.9 % accuracy (random / popular / adversarial).
-
-## Config
-
-Training (`plugins.models.train.TrainConfig`):
-
-```json
-{json.dumps(rest, indent=1, sort_keys=True)}
-```
-
-World (`plugins.world.WorldConfig`):
-
-```json
-{world_json}
-```
-
-Environment: torch {record['environment']['torch']}, transformers {record['environment']['transformers']},
-Python {record['environment']['python']}, commit `{record['environment']['git_commit']}`{code_note}.
-Loss curves: `training_log.json`.
-"""
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line: ``python -m plugins.models.train [--out DIR] [--config FILE.json] [--quick]``."""
-    parser = argparse.ArgumentParser(description="Train the embedded tiny LLaVA (stages 0-3).")
-    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint folder to write")
-    parser.add_argument("--config", type=Path, help="JSON or YAML file with TrainConfig fields (others default)")
-    parser.add_argument("--quick", action="store_true", help="a few steps of each stage on tiny sizes")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    if args.config:
+    ``config`` holds :class:`TrainConfig` fields, the rest default: a mapping, or a YAML or JSON file
+    of one. ``quick`` starts from :meth:`TrainConfig.quick` (a few steps of each stage on tiny
+    sizes). A config that cannot be read or does not validate raises ``ValueError`` naming the file
+    and the problem, before anything trains.
+    """
+    where = f"config file {config}" if isinstance(config, (str, Path)) else "config"
+    overrides: Any = {}
+    if isinstance(config, (str, Path)):
         import yaml
 
-        overrides = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-    config = TrainConfig.quick(**overrides) if args.quick else TrainConfig(**overrides)
+        try:
+            overrides = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{where}: cannot be read ({exc})") from None
+    elif config is not None:
+        overrides = config
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"{where}: expected a mapping of TrainConfig fields, got a {type(overrides).__name__}")
+    try:
+        resolved = TrainConfig.quick(**overrides) if quick else TrainConfig(**overrides)
+    except ValidationError as exc:  # every problem, one line each: "config key: message"
+        raise ValueError("\n".join(" ".join([where, ".".join(map(str, e["loc"]))]).rstrip() + ": "
+                                   + e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+    out_dir = Path(out) if out is not None else DEFAULT_CHECKPOINT
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    record = train(config, args.out, progress=not args.no_progress)
-    for s in record["stages"]:
-        print(f"{s['name']}: {s['steps']} steps, loss {s['loss_first10']} -> {s['loss_last10']}, {s['seconds']:.0f} s")
-    print(f"total {record['train_seconds']:.0f} s; wrote {args.out}")
-    if record["metrics"]:
-        from plugins.models.quick_eval import format_table
-
-        print(format_table(record["metrics"]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    train(resolved, out_dir, progress=progress)
+    return out_dir

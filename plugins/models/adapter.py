@@ -4,15 +4,21 @@ The adapter wraps a ``LlavaForConditionalGeneration`` and its ``AutoProcessor`` 
 and benchmarks one small surface:
 
 * :meth:`LlavaAdapter.load` — a local directory, or a hub id found **only in the local Hugging
-  Face cache**; nothing is ever downloaded. A missing checkpoint raises
-  :class:`CheckpointNotFoundError` naming every place it looked and how to get the weights.
+  Face cache** (:func:`plugins.models.lookup.resolve_checkpoint`); nothing is ever downloaded.
 * :meth:`LlavaAdapter.encode` — questions → chat-formatted, **left-padded** token ids with
   attention masks and the image-token mask (where the image features go: SID, PAI and OPERA
   need those positions).
 * :meth:`LlavaAdapter.generate` — batched greedy decoding that gives the same answers as running
   each item alone, with a method's four extension points applied around ``model.generate``.
 * :meth:`LlavaAdapter.forward` — logits for next-token scoring.
+* :meth:`LlavaAdapter.prompt_cache` — the key/value cache of the prompts (:mod:`plugins.models.prefix`).
 * :meth:`LlavaAdapter.checkpoint_hash` — SHA-256 of the checkpoint's files, for the runner.
+
+Its helpers each have a module: :mod:`~plugins.models.lookup` (lookup, hashing),
+:mod:`~plugins.models.device` (device, dtype), :mod:`~plugins.models.compat` (transformers
+versions), :mod:`~plugins.models.prefix` (shared prompt prefixes), :mod:`~plugins.models.images`
+(each distinct image processed and encoded once), :mod:`~plugins.models.decoding` (a method's
+search settings); the registered models are in :mod:`~plugins.models.zoo`.
 
 Shapes: B items, T prompt tokens (after left padding), V vocabulary, N images (≤ B), P image
 tokens per image (576 for LLaVA-1.5: 336 px / 14 px patches = 24², CLS dropped).
@@ -30,12 +36,6 @@ tokens per image (576 for LLaVA-1.5: 336 px / 14 px patches = 24², CLS dropped)
 from __future__ import annotations
 
 import contextlib
-import difflib
-import functools
-import inspect
-import json
-import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,28 +43,25 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 
-from plugins.api import files_sha256
+from plugins.models import prefix
 from plugins.models.batch import Batch
-from plugins.registry import register_model
+from plugins.models.lookup import checkpoint_hash, read_model_type, resolve_checkpoint
+from plugins.models.compat import cache_keyword
+from plugins.models.decoding import decoding_of
+from plugins.models.device import resolve_device, resolve_dtype
+from plugins.models.images import distinct_image_features, distinct_images
 
 if TYPE_CHECKING:
     from transformers import LogitsProcessor
 
-    from plugins.methods.base import Method
+    from plugins.models.intervention import Intervention
 
-__all__ = ["LlavaAdapter", "EncodedBatch", "Batch", "CheckpointNotFoundError", "resolve_checkpoint",
-           "resolve_device", "resolve_dtype", "hf_cache_dir", "PLAIN_TEMPLATE", "checkpoint_hash",
-           "TINY_LLAVA_CHECKPOINT"]
+__all__ = ["LlavaAdapter", "EncodedBatch", "PLAIN_TEMPLATE"]
 
 PLAIN_TEMPLATE = "USER: {image}\n{question} ASSISTANT:"
 """The LLaVA-1.5 conversation format, used when neither processor nor tokenizer has a chat template."""
 PLAIN_TEMPLATE_TEXT_ONLY = "USER: {question} ASSISTANT:"
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_NOT_HASHED = re.compile(r"^(\..*|README.*|LICEN[CS]E.*|.*\.md|training_log\.json)$", re.IGNORECASE)  # documentation and logs, not behaviour
 # Settings of a stored generation_config.json that would change *greedy* decoding; the adapter drops them.
 _GREEDY_CHANGING = {
     "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
@@ -73,147 +70,6 @@ _GREEDY_CHANGING = {
     "begin_suppress_tokens": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
     "guidance_scale": None, "remove_invalid_values": False, "num_beams": 1, "do_sample": False,
 }
-
-
-@functools.cache
-def cache_keyword() -> str:
-    """The keyword under which this transformers release passes the key/value cache to a forward.
-
-    transformers 5.24 renamed ``past_key_values`` to ``cache``: calls still accept the old name
-    (with a deprecation warning), but forward hooks see only the name ``generate`` uses.
-    """
-    from transformers import LlamaModel
-
-    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
-
-
-def cache_argument(kwargs: dict) -> Any:
-    """The key/value cache among a forward call's keyword arguments (None if absent), under either name."""
-    return kwargs.get("cache", kwargs.get("past_key_values"))
-
-
-def output_cache(output: Any) -> Any:
-    """The key/value cache a model output returns, under either name (see :func:`cache_keyword`)."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No checkpoint at the given path or in the local Hugging Face cache; the message says where it looked."""
-
-
-# ---------------------------------------------------------------- device, dtype, checkpoint lookup
-
-def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
-    """``"auto"`` → ``cuda`` if available else ``cpu``; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given.
-
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        resolved = device
-    elif device == "auto":
-        resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            resolved = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device {device!r} is not a torch device, expected auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for CUDA but torch {torch.__version__} sees no GPU "
-                         "(torch.cuda.is_available() is False); use --device cpu or --device auto")
-    return resolved
-
-
-def resolve_dtype(dtype: Union[str, torch.dtype] = "auto", device: Union[str, torch.device] = "cpu") -> torch.dtype:
-    """``"auto"`` → float32 on CPU; bfloat16 on a CUDA GPU that supports it, else float16.
-
-    >>> resolve_dtype("auto", "cpu"), resolve_dtype("bf16")
-    (torch.float32, torch.bfloat16)
-    """
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        device = torch.device(device)
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in _DTYPES:
-        close = difflib.get_close_matches(str(dtype), list(_DTYPES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"dtype {dtype!r} is not known{hint} Expected auto, float32, float16 or bfloat16")
-    return _DTYPES[dtype]
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, resolved from the environment now (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(variable):
-            return Path(os.environ[variable]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
-def resolve_checkpoint(path_or_id: Union[str, Path], *, revision: str = "main",
-                       cache_dir: Union[str, Path, None] = None) -> Path:
-    """The local directory holding ``path_or_id``: the directory itself, or a snapshot in the HF cache.
-
-    Only the file system is read: a hub id ``owner/name`` is looked up as
-    ``<cache>/models--owner--name/refs/<revision>`` → ``snapshots/<commit>/``, the layout
-    ``huggingface_hub`` writes. Raises :class:`CheckpointNotFoundError` otherwise.
-    """
-    text = os.fspath(path_or_id)
-    local = Path(text).expanduser()
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise CheckpointNotFoundError(
-                f"{local} is a directory but not a checkpoint: it has no config.json. Expected a folder written by "
-                "save_pretrained (config.json, model.safetensors, processor and tokenizer files)")
-        return local.resolve()
-    looked = [f"the local directory {local.resolve()} (does not exist)" if not local.exists()
-              else f"{local.resolve()} (a file, not a checkpoint directory)"]
-    if isinstance(path_or_id, str) and _HUB_ID.match(text) and not text.startswith("."):
-        cache = Path(cache_dir).expanduser() if cache_dir is not None else hf_cache_dir()
-        repo = cache / f"models--{text.replace('/', '--')}"
-        snapshot, why = _cached_snapshot(repo, revision)
-        if snapshot is not None:
-            return snapshot
-        looked.append(f"the Hugging Face cache {repo} ({why})")
-        how = (f"AlignScope never downloads. To get it, run on a machine with network access: "
-               f"`hf download {text}` (or `huggingface-cli download {text}`; set HF_HUB_CACHE or HF_HOME to "
-               f"use another cache), or pass the path of a local checkpoint directory.")
-    else:
-        how = ("Expected a directory written by save_pretrained, or a Hugging Face hub id such as "
-               "llava-hf/llava-1.5-7b-hf that is in the local cache.")
-    raise CheckpointNotFoundError(f"checkpoint {text!r} not found. Looked in: " + "; ".join(looked) + ". " + how)
-
-
-def _cached_snapshot(repo: Path, revision: str) -> tuple[Optional[Path], str]:
-    """(snapshot dir, "") if ``revision`` of the cached ``repo`` is complete enough to load, else (None, why)."""
-    if not repo.is_dir():
-        return None, "no such folder"
-    ref = repo / "refs" / revision
-    if ref.is_file():
-        commit = ref.read_text(encoding="utf-8").strip()
-    elif re.fullmatch(r"[0-9a-f]{40}", revision):
-        commit = revision
-    else:
-        known = sorted(p.name for p in (repo / "refs").glob("*")) if (repo / "refs").is_dir() else []
-        return None, f"no ref {revision!r}; refs present: {', '.join(known) or 'none'}"
-    snapshot = repo / "snapshots" / commit
-    if not snapshot.is_dir():
-        return None, f"revision {revision!r} points to snapshot {commit}, which is missing"
-    if not (snapshot / "config.json").is_file():
-        return None, f"snapshot {commit} has no config.json (an incomplete download?)"
-    return snapshot, ""
-
-
-def checkpoint_hash(directory: Union[str, Path]) -> str:
-    """SHA-256 over a checkpoint directory's files, without loading it (see :meth:`LlavaAdapter.checkpoint_hash`)."""
-    directory = Path(directory)
-    return files_sha256(sorted(p for p in directory.iterdir() if p.is_file() and not _NOT_HASHED.match(p.name)))
 
 
 # ---------------------------------------------------------------- encoded inputs
@@ -301,7 +157,7 @@ class LlavaAdapter:
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         directory = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir)
-        model_type = _read_model_type(directory)
+        model_type = read_model_type(directory)
         if model_type != "llava":
             raise ValueError(f"{directory / 'config.json'}: model_type is {model_type!r}, expected 'llava' "
                              "(a LlavaForConditionalGeneration checkpoint such as llava-hf/llava-1.5-7b-hf)")
@@ -352,6 +208,7 @@ class LlavaAdapter:
 
     @contextlib.contextmanager
     def _encoding_prefix(self, ends_before_last: bool):
+        """Within the block, :attr:`in_prefix_pass` is ``ends_before_last`` (for :mod:`plugins.models.prefix`)."""
         previous, self._prefix_pass = self._prefix_pass, ends_before_last
         try:
             yield
@@ -401,7 +258,7 @@ class LlavaAdapter:
         bos = self.tokenizer.bos_token
         # A chat template that writes the BOS token itself must not get a second one from the tokenizer.
         add_special_tokens = not (bos and all(p.startswith(bos) for p in prompts))
-        with _distinct_images(self.processor):
+        with distinct_images(self.processor):
             features = self.processor(text=list(prompts), images=images or None, padding=True, return_tensors="pt",
                                       add_special_tokens=add_special_tokens)
         input_ids = features["input_ids"].to(self.device)  # (B, T)
@@ -432,13 +289,14 @@ class LlavaAdapter:
         return self.forward(batch, logits_to_keep=1)[:, -1]
 
     def generate(self, batch: Batch, max_new_tokens: int = 32,
-                 logits_processors: Sequence["LogitsProcessor"] = (), method: Optional["Method"] = None,
+                 logits_processors: Sequence["LogitsProcessor"] = (), method: Optional["Intervention"] = None,
                  batch_size: int = 8) -> list[str]:
         """Greedy answers (beam search if the method asks for it), one per item, in order; identical
         whatever ``batch_size`` is.
 
-        Items run in chunks of ``batch_size``. For each chunk, a ``method`` is applied in this order:
-        ``transform_inputs`` → ``hooks`` (active during ``model.generate`` only) →
+        Items run in chunks of ``batch_size``. For each chunk, a ``method`` (any
+        :class:`~plugins.models.intervention.Intervention`, such as a registered method) is applied
+        in this order: ``transform_inputs`` → ``hooks`` (active during ``model.generate`` only) →
         ``logits_processors`` (after the ones passed here) → ``postprocess``. Hooks, logits
         processors and ``transform_inputs`` see the transformed chunk; ``postprocess`` sees the
         chunk as asked (original questions and images) with the decoded answers.
@@ -460,7 +318,7 @@ class LlavaAdapter:
         return answers
 
     def _generate_chunk(self, chunk: Batch, max_new_tokens: int, processors: list[Any],
-                        method: Optional["Method"]) -> list[str]:
+                        method: Optional["Intervention"]) -> list[str]:
         from transformers import LogitsProcessorList
 
         run = chunk
@@ -471,8 +329,6 @@ class LlavaAdapter:
                                  f"Batch of the same {len(chunk)} items in the same order (optionally followed by "
                                  f"whole extra streams: a multiple of {len(chunk)} items)")
         encoded = self.encode(run)
-        from plugins.methods.base import decoding_of
-
         num_beams = decoding_of(method)["num_beams"]
         hooks = method.hooks(self, run) if method is not None else contextlib.nullcontext()
         with hooks, self.shared_image_features():  # registered after the method's hooks: sees their pixels
@@ -487,10 +343,10 @@ class LlavaAdapter:
                     cache.batch_repeat_interleave(num_beams)  # beams start from the same prompt
                     inputs[cache_keyword()] = cache
                 elif num_beams == 1 and shares:
-                    plan = self._shared_prefix_plan(encoded, encoded.prompt_length - 1)
+                    plan = prefix.shared_prefix_plan(encoded, encoded.prompt_length - 1)
                     if plan is not None:
                         inputs.pop("pixel_values", None)  # every image token is in the shared prefix
-                        inputs[cache_keyword()] = self._encode_shared_prefix(encoded, plan)
+                        inputs[cache_keyword()] = prefix.encode_shared_prefix(self, encoded, plan)
                 from plugins.models.cache import GrowingCache
 
                 inputs.setdefault(cache_keyword(), GrowingCache(config=self.model.config))  # appends in place
@@ -509,137 +365,25 @@ class LlavaAdapter:
     def prompt_cache(self, encoded: EncodedBatch, end: Optional[int] = None, *, share: bool = True,
                      logits: bool = False) -> tuple[Any, Optional[torch.Tensor]]:
         """The key/value cache of every row's prompt tokens ``[0, end)`` (default: all T), and with
-        ``logits`` the (B, V) logits after token ``end − 1``.
+        ``logits`` the (B, V) logits after token ``end − 1`` (:func:`plugins.models.prefix.prompt_cache`).
 
         Beam search repeats each prompt once per beam before encoding it, and a separate contrast
         stream encodes its prompts outside ``generate``: both take their cache from here. With
-        ``share``, rows that share an image and a prompt prefix encode it once
-        (:meth:`_shared_prefix_plan`), then every row runs the rest of its tokens on that cache.
-        ``end`` must not cut through the image tokens. Pass ``share=False`` for a method whose
-        hooks read or edit rows by position.
+        ``share``, rows that share an image and a prompt prefix encode it once, then every row
+        runs the rest of its tokens on that cache. ``end`` must not cut through the image tokens.
+        Pass ``share=False`` for a method whose hooks read or edit rows by position.
         """
-        length = encoded.prompt_length
-        end = length if end is None else end
-        if not 1 <= end <= length:
-            raise ValueError(f"end is {end}, expected 1 <= end <= {length} (the prompt length)")
-        from plugins.models.cache import GrowingCache
-
-        plan = self._shared_prefix_plan(encoded, end - 1 if logits else end) if share else None
-        if plan is None:
-            cache = GrowingCache(config=self.model.config)
-            start, pixel_values = 0, encoded.pixel_values
-        else:
-            cache, start, pixel_values = self._encode_shared_prefix(encoded, plan), plan[0], None
-        last = None
-        if start < end:
-            with self._encoding_prefix(end < length):
-                out = self.model(input_ids=encoded.input_ids[:, start:end], attention_mask=encoded.attention_mask[:, :end],
-                                 position_ids=encoded.position_ids[:, start:end], pixel_values=pixel_values,
-                                 **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
-            last = out.logits[:, -1]
-        return cache, (last if logits else None)
-
-    def _shared_prefix_plan(self, encoded: EncodedBatch, limit: int) -> Optional[tuple[int, torch.Tensor]]:
-        """(L, group of each row) for the most profitable shared prefix of at most ``limit`` tokens, or None.
-
-        POPE asks six questions about every image, and a follow-up questioner seven that differ in
-        one word: rows with the same image and the same first L tokens (padding included) have the
-        same keys and values there, so one representative row per group can be encoded and its
-        cache copied to the others. With G(L) groups, sharing saves (B − G(L)) × L encoded tokens;
-        L maximises that, with every image token inside the prefix. None when no two rows share
-        enough to save anything (then prompts are encoded as usual).
-
-        The search sorts the rows' keys (image, then tokens with their mask) once: in that order,
-        rows sharing a prefix are neighbours, and G(L) is one plus the number of neighbour pairs
-        that differ within the first L tokens.
-        """
-        ids, mask = encoded.input_ids, encoded.attention_mask  # (B, T)
-        rows = ids.shape[0]
-        if rows < 2:
-            return None
-        image_of = torch.full((rows,), -1, dtype=torch.long, device=ids.device)  # distinct image per row, -1: none
-        if encoded.pixel_values is not None:
-            _, distinct = torch.unique(encoded.pixel_values.flatten(1), dim=0, return_inverse=True)  # (N,)
-            image_of[encoded.image_token_mask.any(dim=1)] = distinct.to(ids.device)
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        first_cut = int(torch.where(encoded.image_token_mask, positions, -1).amax()) + 1  # the prefix holds every image token
-        if first_cut > limit:
-            return None
-        key = torch.cat([image_of[:, None], ids[:, :limit] * 2 + mask[:, :limit]], dim=1)  # (B, 1 + limit)
-        ordered = torch.unique(key, dim=0)  # (U, 1 + limit), sorted rows
-        differ = (ordered[1:] != ordered[:-1]).long().argmax(dim=1)  # (U − 1,) first column where neighbours differ
-        cuts = torch.arange(limit + 1, device=ids.device)  # prefix of L tokens = key columns [0, L]
-        groups = 1 + (differ[None, :] <= cuts[:, None]).sum(dim=1)  # (limit + 1,) G(L)
-        saved = (rows - groups) * cuts
-        saved[:first_cut] = 0
-        cut = int(saved.argmax())
-        if saved[cut] <= 0:
-            return None
-        _, inverse = torch.unique(key[:, :cut + 1], dim=0, return_inverse=True)  # (B,) group of each row
-        return cut, inverse
-
-    def _encode_shared_prefix(self, encoded: EncodedBatch, plan: tuple[int, torch.Tensor]) -> Any:
-        """A key/value cache of the first L tokens of every row: each group's representative encoded, then copied."""
-        from plugins.models.cache import GrowingCache
-
-        cut, inverse = plan
-        ids, mask = encoded.input_ids, encoded.attention_mask
-        rows = ids.shape[0]
-        first = torch.full((int(inverse.max()) + 1,), rows, dtype=torch.long, device=ids.device)
-        first.scatter_reduce_(0, inverse, torch.arange(rows, device=ids.device), reduce="amin")  # (G,) a row per group
-        pixel_values = None
-        if encoded.pixel_values is not None:
-            has_image = encoded.image_token_mask.any(dim=1)  # (B,)
-            pixel_rows = torch.cumsum(has_image.long(), 0) - 1  # row -> its index into pixel_values
-            with_image = first[has_image[first]]
-            pixel_values = encoded.pixel_values[pixel_rows[with_image]] if len(with_image) else None
-        cache = GrowingCache(config=self.model.config)
-        with self._encoding_prefix(cut < encoded.prompt_length):
-            self.model(input_ids=ids[first, :cut], attention_mask=mask[first, :cut],
-                       position_ids=encoded.position_ids[first, :cut], pixel_values=pixel_values,
-                       **{cache_keyword(): cache}, use_cache=True, logits_to_keep=1)
-        cache.batch_select_indices(inverse)  # cache row g (group g's representative) to every row of group g
-        return cache
+        return prefix.prompt_cache(self, encoded, end, share=share, logits=logits)
 
     def shared_image_features(self) -> contextlib.AbstractContextManager:
         """While active, identical images in one call of the vision tower are encoded once.
 
         POPE asks six questions about every image, beam search repeats each image once per beam,
-        and follow-up questions return to the same image: the vision tower is a third of a
-        prompt's cost on the default model. A pre-hook replaces the pixels by their distinct rows
-        (after any method's own pre-hooks, which are registered first) and a hook copies each
-        output back to every row that had that image; each image's features are computed exactly
-        as before, so answers are unchanged.
+        and follow-up questions return to the same image. Enter it after any method's own hooks
+        (:func:`plugins.models.images.distinct_image_features`): the de-duplication then sees the
+        pixels those hooks leave, and each image's features are computed exactly as before.
         """
-        from plugins.methods.base import ForwardHooks
-
-        state: dict[str, Optional[torch.Tensor]] = {"inverse": None}
-
-        def encode_distinct(module: Any, args: tuple, kwargs: dict) -> Optional[tuple[tuple, dict]]:
-            pixels = kwargs["pixel_values"] if "pixel_values" in kwargs else args[0]
-            distinct, inverse = torch.unique(pixels.flatten(1), dim=0, return_inverse=True)
-            if len(distinct) == len(pixels):
-                state["inverse"] = None
-                return None
-            state["inverse"] = inverse
-            distinct = distinct.view(-1, *pixels.shape[1:])
-            if "pixel_values" in kwargs:
-                return args, {**kwargs, "pixel_values": distinct}
-            return (distinct, *args[1:]), kwargs
-
-        def copy_back(module: Any, args: tuple, output: Any) -> Any:
-            inverse, state["inverse"] = state["inverse"], None
-            if inverse is None:
-                return output
-            for key, value in list(output.items()):
-                if isinstance(value, torch.Tensor):
-                    output[key] = value[inverse]
-                elif isinstance(value, tuple):
-                    output[key] = tuple(v[inverse] if isinstance(v, torch.Tensor) else v for v in value)
-            return output
-
-        return (ForwardHooks().add(self.vision_tower, encode_distinct, pre=True, with_kwargs=True)
-                .add(self.vision_tower, copy_back))
+        return distinct_image_features(self.vision_tower)
 
     def decode(self, token_ids: torch.Tensor) -> list[str]:
         """(B, L) generated ids → answers, without special tokens or surrounding spaces."""
@@ -650,9 +394,8 @@ class LlavaAdapter:
     def checkpoint_hash(self) -> str:
         """SHA-256 over the checkpoint directory's files (weights, config, tokenizer, processor), cached.
 
-        Every file in the directory counts except documentation (README, LICENSE, ``*.md``, dot
-        files): what loads must match. Hub-cache LFS files are not re-read: their blob name is
-        already their SHA-256. A model built in memory (no ``source``) has no checkpoint hash.
+        See :func:`plugins.models.lookup.checkpoint_hash`: every file that loads counts,
+        documentation and logs do not. A model built in memory (no ``source``) has no checkpoint hash.
         """
         if self._checkpoint_hash is None:
             if self.source is None:
@@ -679,98 +422,8 @@ class LlavaAdapter:
         return f"LlavaAdapter({str(self.source or 'in-memory')!r}, device={str(self.device)!r}, dtype={self.dtype})"
 
 
-class _DistinctImageProcessor:
-    """Stands in for a processor's image processor: identical images of one call are processed once.
-
-    POPE asks six questions about every image and a contrastive stream repeats the chunk's images;
-    the image processor (resize, crop, normalise) is a tenth of a greedy POPE answer's cost on the
-    default model. Outputs with one row per image are copied back to every item that showed it,
-    so the processor sees exactly the features it would have computed.
-    """
-
-    def __init__(self, inner: Any):
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
-        import hashlib
-
-        import numpy as np
-
-        if not isinstance(images, (list, tuple)) or not all(isinstance(i, np.ndarray) for i in images):
-            return self._inner(images, *args, **kwargs)
-        slot: dict[bytes, int] = {}
-        inverse = [slot.setdefault(hashlib.blake2b(f"{i.shape}{i.dtype}".encode() + i.tobytes(), digest_size=16)
-                                   .digest(), len(slot)) for i in images]
-        if len(slot) == len(images):
-            return self._inner(images, *args, **kwargs)
-        firsts = {k: n for n, k in reversed(list(enumerate(inverse)))}  # distinct image -> its first item
-        out = self._inner([images[firsts[k]] for k in range(len(slot))], *args, **kwargs)
-        index = torch.tensor(inverse)
-        for key, value in list(out.items()):
-            if isinstance(value, torch.Tensor) and value.shape[:1] == (len(slot),):
-                out[key] = value[index]
-            elif isinstance(value, list) and len(value) == len(slot):
-                out[key] = [value[k] for k in inverse]
-        return out
-
-
-@contextlib.contextmanager
-def _distinct_images(processor: Any):
-    """Within the block, ``processor`` processes each distinct image of a call once (:class:`_DistinctImageProcessor`)."""
-    inner = getattr(processor, "image_processor", None)
-    if inner is None:
-        yield
-        return
-    processor.image_processor = _DistinctImageProcessor(inner)
-    try:
-        yield
-    finally:
-        processor.image_processor = inner
-
-
-def _read_model_type(directory: Path) -> Optional[str]:
-    path = directory / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a readable JSON config ({exc}), expected the checkpoint's config.json") from None
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, (list, tuple, Batch)):
         return f"a {type(value).__name__} of {len(value)}"
     return f"a {type(value).__name__}"
 
-
-# ---------------------------------------------------------------- registered checkpoints
-
-TINY_LLAVA_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"
-"""The embedded default: the tiny LLaVA trained on the synthetic world (``alignscope train`` rebuilds it)."""
-
-
-@register_model("alignscope-tiny-llava")
-def alignscope_tiny_llava(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
-    """The embedded default: a ~1.4 M-parameter LLaVA trained on the synthetic world, committed with the code."""
-    return LlavaAdapter.load(path or TINY_LLAVA_CHECKPOINT, device, dtype)
-
-
-alignscope_tiny_llava.default_checkpoint = TINY_LLAVA_CHECKPOINT
-
-
-@register_model("llava-1.5-7b")
-def llava_1_5_7b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
-    """LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf) from a local directory (path=) or the local HF cache; never downloads."""
-    return LlavaAdapter.load(path or "llava-hf/llava-1.5-7b-hf", device, dtype)
-
-
-@register_model("llava-1.5-13b")
-def llava_1_5_13b(device: str = "auto", dtype: str = "auto", path: Union[str, Path, None] = None) -> LlavaAdapter:
-    """LLaVA-1.5-13B (llava-hf/llava-1.5-13b-hf) from a local directory (path=) or the local HF cache; never downloads."""
-    return LlavaAdapter.load(path or "llava-hf/llava-1.5-13b-hf", device, dtype)
-
-
-llava_1_5_7b.default_checkpoint = "llava-hf/llava-1.5-7b-hf"
-llava_1_5_13b.default_checkpoint = "llava-hf/llava-1.5-13b-hf"

@@ -3,7 +3,7 @@
 The same code path as ``alignscope reproduce``'s baseline cells: the registered world benchmarks
 (:mod:`plugins.benchmarks.world`: POPE protocol with random / popular / adversarial negatives,
 colour questions with random and prior-colour negatives, relation questions with opposite
-relations) answered greedily through :class:`plugins.models.llava.LlavaAdapter` and scored with the
+relations) answered greedily through :class:`plugins.models.adapter.LlavaAdapter` and scored with the
 pinned official POPE parser. So the numbers in a model card equal the baseline rows of the site,
 for the same checkpoint.
 
@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from plugins.api import RATE_METRICS
-from plugins.benchmarks.pope import PARSER_NAME, POPE_SPLITS
+from plugins.benchmarks.pope import PARSER_NAME
+from plugins.benchmarks.pope_files import POPE_SPLITS
 from plugins.world import SceneSampler, WorldConfig, render_batch
 
 EVAL_SPLIT = "test"  # the world's held-out scene stream
@@ -43,7 +44,7 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
     ``"representation"`` (image-text alignment inside the LM).
     """
     from plugins.methods.baseline import Baseline
-    from plugins.models.llava import LlavaAdapter
+    from plugins.models.adapter import LlavaAdapter
     from plugins.registry import get_benchmark
 
     t0 = time.perf_counter()
@@ -156,9 +157,10 @@ def context_probe(lm: Any, world: WorldConfig, n_scenes: int = 200) -> dict[str,
     answer is whichever of "yes" and "no" the LM scores higher. An LM that reads its context
     scores near 100 % with the caption; without it, only its prior (object frequencies and
     co-occurrence) can help. An LM that does not read its context makes end-to-end tuning start
-    to use the image late (see :mod:`plugins.models.train`).
+    to use the image late (see :mod:`plugins.embedded.train`).
     """
-    from plugins.benchmarks.world import STATS_SCENES
+    from plugins.benchmarks.world_data import STATS_SCENES
+    from plugins.models.padding import left_pad
     from plugins.models.tokenizer import WordEncoder, build_vocab
     from plugins.world import WorldStats, caption, existence_questions
 
@@ -172,12 +174,7 @@ def context_probe(lm: Any, world: WorldConfig, n_scenes: int = 200) -> dict[str,
         for with_caption in (True, False):
             rows = [[enc.bos_id] + enc.user_turn((caption(s, world) + " " if with_caption else "") + q.text)
                     for s, q in questions]
-            length = max(len(r) for r in rows)
-            ids = torch.full((len(rows), length), enc.pad_id, dtype=torch.long)  # (N, L) left-padded
-            mask = torch.zeros_like(ids)
-            for i, r in enumerate(rows):
-                ids[i, length - len(r):] = torch.tensor(r)
-                mask[i, length - len(r):] = 1
+            ids, mask = left_pad(rows, enc.pad_id)  # (N, L) each
             with torch.no_grad():
                 logits = lm(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
                             logits_to_keep=1).logits[:, -1]  # (N, V)

@@ -1,0 +1,140 @@
+"""``alignscope reproduce``: plan the matrix, run what is not current, write the index.
+
+:func:`run` plans every cell (:mod:`plugins.runner.plan`; from the memo when nothing changed, so
+an unchanged matrix is answered without importing torch), runs the cells whose fingerprint has
+no record yet with one of the executors (:mod:`plugins.runner.executors`), and rewrites
+``results/index.json`` with every cell's state.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from plugins.config import unknown
+from plugins.runner.executors import (
+    RunSummary, input_counts, provenance_base, run_in_processes, run_local, run_on_ray,
+)
+from plugins.runner.fingerprint import Context
+from plugins.runner.matrix import DEFAULT_MATRIX, RunnerError, load_matrix
+from plugins.runner.plan import CellPlan, matching, plan_matrix, write_index
+
+__all__ = ["run", "dry_run", "summary_table", "stale_cells", "DEFAULT_RESULTS", "EXECUTORS"]
+
+DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "results"
+EXECUTORS = ("local", "ray")
+
+
+def dry_run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] = None,
+            results_dir: Union[str, Path] = DEFAULT_RESULTS, dtype: Optional[str] = None,
+            data_dir: Optional[Path] = None) -> list[CellPlan]:
+    """The plan of every cell (matching ``only``), as ``reproduce --dry-run`` lists it; refreshes the index."""
+    results_dir = Path(results_dir)
+    plans, _ = plan_matrix(Path(matrix_path), results_dir, dtype=dtype, data_dir=data_dir)
+    write_index(results_dir, plans, Path(matrix_path))
+    return matching(plans, only)
+
+
+def stale_cells(results_dir: Path = DEFAULT_RESULTS, matrix_path: Path = DEFAULT_MATRIX,
+                data_dir: Optional[Path] = None) -> frozenset[str]:
+    """Cells of the matrix whose stored record no longer matches the code, config, checkpoint or data."""
+    plans, _ = plan_matrix(Path(matrix_path), Path(results_dir), data_dir=data_dir)
+    return frozenset(p.cell.name for p in plans if p.status == "stale")
+
+
+def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] = None,
+        results_dir: Union[str, Path] = DEFAULT_RESULTS, device: Optional[str] = None, dtype: Optional[str] = None,
+        batch_size: Optional[int] = None, data_dir: Optional[Path] = None, force: bool = False,
+        progress: bool = True, executor: str = "local", gpus_per_cell: float = 0, jobs: int = 1,
+        echo: Callable[[str], None] = print) -> RunSummary:
+    """Run every cell of the matrix that is not current; see the module docstring.
+
+    ``executor``: ``local`` (this machine: in this process, model by model, or with ``jobs`` > 1
+    in that many worker processes) or ``ray`` (one Ray task per cell, ``gpus_per_cell`` GPUs
+    each). Only the in-process run shows per-input progress; the others count cells.
+    """
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise RunnerError(f"jobs is {jobs!r}, expected a positive number of worker processes")
+    if executor not in EXECUTORS:
+        raise RunnerError(unknown("executor", executor, EXECUTORS))
+    t_start = time.perf_counter()
+    matrix_path = Path(matrix_path)
+    results_dir = Path(results_dir)
+    if results_dir.is_dir():  # temporary files of a run killed mid-write (never a finished cell: those are renamed)
+        for leftover in results_dir.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+    everything, ctx = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir)
+    plans = matching(everything, only)
+    if not plans:
+        raise RunnerError(f"no cell of {matrix_path} matches --only {only!r}" if only else f"{matrix_path} has no cells")
+    todo = [p for p in plans if p.status != "error" and (force or p.status != "cached")]
+    summary = RunSummary(cached=[p.cell.name for p in plans if p.status == "cached" and not force],
+                         failed=[(p.cell.name, p.error) for p in plans if p.status == "error"])
+    if summary.cached:
+        echo(f"{len(summary.cached)} of {len(plans)} cells unchanged (fingerprints match): skipped")
+    if todo:
+        _run_cells(todo, ctx, matrix_path, results_dir, device, dtype, batch_size, data_dir, progress, executor,
+                   gpus_per_cell, jobs, summary)
+        everything, _ = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir)
+    write_index(results_dir, everything, matrix_path)  # every cell of the matrix, whatever --only ran
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _run_cells(todo: list[CellPlan], ctx: Optional[Context], matrix_path: Path, results_dir: Path,
+               device: Optional[str], dtype: Optional[str], batch_size: Optional[int], data_dir: Optional[Path],
+               progress: bool, executor: str, gpus_per_cell: float, jobs: int, summary: RunSummary) -> None:
+    from tqdm.auto import tqdm
+
+    matrix = load_matrix(matrix_path)
+    device = device or matrix.defaults.device
+    dtype = dtype or matrix.defaults.dtype
+    batch_size = batch_size or matrix.defaults.batch_size
+    if ctx is None:  # the plan came from the memo: build what running needs
+        ctx = Context(data_dir, dtype)
+    for p in {(p.cell.benchmark, p.cell.benchmark_options): p for p in todo}.values():
+        try:
+            ctx.benchmark(p.cell).prepare()
+        except Exception:  # noqa: BLE001 - the cell fails alone when it runs
+            pass
+    order = {p.cell.name: i for i, p in enumerate(todo)}
+
+    def model_key(p: CellPlan) -> str:
+        try:
+            return str(ctx.checkpoint(p.cell.model)[0])
+        except Exception:  # noqa: BLE001
+            return ""
+
+    todo = sorted(todo, key=lambda p: (model_key(p), order[p.cell.name]))  # each checkpoint loads once
+    base = provenance_base()
+    n_items = input_counts(todo, ctx)
+    if executor == "ray" or jobs > 1:
+        bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress)
+        try:
+            if executor == "ray":
+                run_on_ray(todo, ctx, device, dtype, batch_size, results_dir, base, summary, gpus_per_cell,
+                           lambda: bar.update(1))
+            else:
+                run_in_processes(todo, ctx, device, dtype, batch_size, results_dir, base, summary, jobs,
+                                 lambda: bar.update(1), n_items)
+        finally:
+            bar.close()
+    else:
+        run_local(todo, ctx, device, dtype, batch_size, results_dir, base, summary, progress, n_items)
+
+
+def summary_table(summary: RunSummary) -> str:
+    """A plain-text table of the cells run: cell, n, accuracy or CHAIR_i, F1, yes-ratio, seconds per input."""
+    rows = [("cell", "n", "acc %", "F1 %", "yes", "CHAIR_i %", "s/input")]
+    for r in summary.ran:
+        m = r.metrics
+
+        def pct(key: str) -> str:
+            return f"{100 * m[key]:.1f}" if key in m else "-"
+
+        rows.append((r.cell, str(r.n_samples), pct("accuracy"), pct("f1"),
+                     f"{m['yes_ratio']:.2f}" if "yes_ratio" in m else "-", pct("chair_i"), f"{r.seconds_per_input:.4f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
