@@ -95,6 +95,11 @@ class ResultRecord(_Frozen):
         return f"{self.model}/{self.benchmark}/{self.split}/{self.method}/seed{self.seed}"
 
 
+def record_name(model: str) -> str:
+    """A model label usable in a record and a path: ``llava-hf/llava-1.5-7b-hf`` -> ``llava-hf--llava-1.5-7b-hf``."""
+    return model.lower().replace("/", "--")
+
+
 def result_path(results_dir: Path, record: ResultRecord) -> Path:
     return Path(results_dir) / f"{record.cell}.json"
 
@@ -133,6 +138,12 @@ def save_record(results_dir: Path, record: ResultRecord) -> Path:
 
 RECORD_FILE = re.compile(r"seed\d+\.json")
 """The file name of a record (``results/<model>/<benchmark>/<split>/<method>/seed<k>.json``)."""
+ERROR_SUFFIX = ".error.json"
+"""A failed cell's error and traceback: ``results/<cell>.error.json``, where its record would be."""
+INDEX_NAME = "index.json"
+"""The runner's index of the matrix, ``results/index.json``: every cell's state and fingerprint."""
+INDEX_VERSION = 1
+"""The index's format: what the runner writes and the site reads."""
 
 
 def load_results(results_dir: Path) -> tuple[list[ResultRecord], list[str]]:

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from plugins.api import record_name
 from plugins.files import StatCache, stat_key
 
 PAGES_DIR = Path(__file__).parent / "pages"
@@ -77,10 +78,6 @@ class MatrixExperiment:
                 and record.method in {label for label, _, _ in self.methods} and record.seed in self.seeds)
 
 
-def _record_name(model: str) -> str:
-    return model.lower().replace("/", "--")
-
-
 def parse_matrix(data: Any) -> list[MatrixExperiment]:
     """The experiments of a parsed matrix; raises ``ValueError`` naming what is not as expected."""
     if not isinstance(data, dict) or not isinstance(data.get("experiments"), list):
@@ -89,7 +86,7 @@ def parse_matrix(data: Any) -> list[MatrixExperiment]:
     for i, exp in enumerate(data["experiments"]):
         if not isinstance(exp, dict) or not isinstance(exp.get("name"), str):
             raise ValueError(f"experiments[{i}]: expected a mapping with a name")
-        models = tuple(_record_name(m["name"] if isinstance(m, dict) else str(m)) for m in exp.get("models") or [])
+        models = tuple(record_name(m["name"] if isinstance(m, dict) else str(m)) for m in exp.get("models") or [])
         benchmarks = []
         for bench, spec in (exp.get("benchmarks") or {}).items():
             splits = spec.get("splits") if isinstance(spec, dict) else spec

@@ -26,10 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Optional
+
+from plugins.files import write_atomic
 
 MEMO_DIR = Path("build/cache/site")
 BUILD_STAMP = Path("build/site-stamp.json")
@@ -81,19 +82,6 @@ def code_salt() -> str:
     return digest(tree_digest(SITE_GEN, (".py", ".j2", ".css", ".js")), versions(RENDER_PACKAGES))
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename, so a killed run never leaves half an entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Memo:
     """Outputs by kind and key under ``folder``; ``Memo(None)`` remembers nothing (every lookup misses).
 
@@ -125,7 +113,7 @@ class Memo:
     def put(self, kind: str, key: str, data: bytes) -> None:
         self.used.setdefault(kind, set()).add(key)
         if self.folder is not None:
-            write_file(self._path(kind, key), data)
+            write_atomic(self._path(kind, key), data)
 
     def prune(self, kind: str) -> None:
         """Forget the entries of ``kind`` this run did not use, so the cache holds one site's worth."""
@@ -166,4 +154,4 @@ def stamp_matches(stamp: Path, inputs: str, site_dir: Path) -> bool:
 
 
 def write_stamp(stamp: Path, inputs: str, site_dir: Path) -> None:
-    write_file(Path(stamp), (json.dumps({"inputs": inputs, "site": site_manifest(site_dir)}, sort_keys=True) + "\n").encode())
+    write_atomic(Path(stamp), (json.dumps({"inputs": inputs, "site": site_manifest(site_dir)}, sort_keys=True) + "\n").encode())

@@ -31,7 +31,7 @@ from .guide import PAGES_DIR, GuideData, guide_context, md_inert, page_sources, 
 from .load import KnowledgeBase
 from .memo import BUILD_STAMP, MEMO_DIR, Memo, build_inputs, digest, stamp_matches, write_stamp
 from .reproduced import effect_summary, method_effects, reproduction_tables, side_by_side
-from .results_index import ResultsIndex, is_result_record, read_results_index
+from .results_index import ResultsIndex, read_results_index
 from .schema import Paper
 from .tables import coverage_families_causes, coverage_methods_levels, survey_table1, survey_table2, survey_table3
 
@@ -458,15 +458,14 @@ def site_settings(root: Path) -> dict:
 def load_checkout_results(root: Path) -> tuple[list[ResultRecord], ResultsIndex, list[str]]:
     """The result records of ``root/results``, the runner's index, and every problem as a warning line.
 
-    The index and the runner's error files (``*.error.json``) live beside the records and are not records.
+    The index and the runner's error files (``*.error.json``) live beside the records; ``load_results``
+    reads records only (``seed<k>.json``).
     """
     from plugins.api import load_results
 
     results_dir = Path(root) / "results"
     records, problems = load_results(results_dir)
-    not_records = {str(p) for p in results_dir.rglob("*.json") if not is_result_record(p)} if results_dir.is_dir() else set()
-    problems = [f"result left out: {p}" for p in problems
-                if not any(p.startswith((f"{path}:", f"{path} ")) for path in not_records)]
+    problems = [f"result left out: {p}" for p in problems]
     index = read_results_index(results_dir, has_records=bool(records))
     return records, index, [*index.problems, *problems]
 

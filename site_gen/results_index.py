@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-INDEX_NAME = "index.json"
-ERROR_SUFFIX = ".error.json"
-INDEX_VERSION = 1
+from plugins.api import ERROR_SUFFIX, INDEX_NAME, INDEX_VERSION
+
 STATES = ("current", "stale", "missing", "failed", "error")
 """Every state a cell can be in, in the order the site lists them."""
 _WHERE = f"results/{INDEX_NAME}"
@@ -153,8 +152,3 @@ def read_results_index(results_dir: Path, has_records: bool = True) -> ResultsIn
     except (OSError, UnicodeDecodeError) as exc:
         return ResultsIndex(problems=(f"{_WHERE}: cannot be read ({exc}); no result is marked stale",))
     return parse_results_index(text)
-
-
-def is_result_record(path: Path) -> bool:
-    """Whether a ``*.json`` file under ``results/`` is meant to be a result record (not the index, not an error file)."""
-    return path.name != INDEX_NAME and not path.name.endswith(ERROR_SUFFIX)

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from plugins.api import Provenance, ResultRecord, git, result_path, save_record
+from plugins.api import Provenance, ResultRecord, git, record_name, result_path, save_record
 from plugins.files import write_atomic
 from plugins.runner.fingerprint import Context
-from plugins.runner.matrix import record_name
 from plugins.runner.plan import CellPlan, error_path
 
 __all__ = ["RunSummary", "Models", "compute_cell", "write_cell", "run_cell", "record_failure", "provenance_base",
@@ -157,10 +156,9 @@ def _describe(exc: BaseException) -> str:
 
 def run_local(todo: list[CellPlan], ctx: Context, device: str, dtype: str, batch_size: int, results_dir: Path,
               base: dict[str, Any], summary: RunSummary, progress: bool, n_items: dict[str, int]) -> None:
-    """Cells one after another in this process, model by model so that each checkpoint loads once."""
+    """Cells one after another in this process, in the order given (the caller groups them by model)."""
     from tqdm.auto import tqdm
 
-    todo = sorted(todo, key=lambda p: str(ctx.checkpoint(p.cell.model)[0]))  # stable: matrix order within a model
     models = Models(device, dtype)
     bar_cells = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress, position=0)
     bar_items = tqdm(total=sum(n_items.values()), desc="inputs", unit="input", disable=not progress, position=1)

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from plugins.runner.matrix import Cell, ModelSpec, RunnerError, thaw
 
-__all__ = ["FINGERPRINT_VERSION", "ADAPTER_MODULE", "Context", "CellIdentity", "cell_identity"]
+__all__ = ["FINGERPRINT_VERSION", "ADAPTER_MODULE", "Context", "cell_identity"]
 
 FINGERPRINT_VERSION = 2
 """Bumped when the recipe changes: 1 hashed file bytes of hand-listed modules; 2 hashes normalised
@@ -92,23 +92,20 @@ class Context:
         return self._checkpoints[key]
 
 
-class CellIdentity(dict):
-    """What a record keeps of its fingerprint's inputs, to say later why it went stale.
+def cell_identity(cell: Cell, ctx: Context) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(fingerprint, the payload it hashes, the inputs a record keeps) of one cell.
 
-    ``{"code": {module: tree hash}, "checkpoint_sha256": ..., "data_sha256": ...}``.
+    The record keeps ``{"code": {module: tree hash}, "checkpoint_sha256": ..., "data_sha256": ...}``
+    (``provenance.identity``), to say later why it went stale.
     """
-
-
-def cell_identity(cell: Cell, ctx: Context) -> tuple[str, dict[str, Any], CellIdentity]:
-    """(fingerprint, the payload it hashes, the inputs a record keeps) of one cell."""
-    from plugins.identity import code_identity
+    from plugins.identity import code_hash, code_identity
     from plugins.models.decoding import decoding_of
 
     _, ckpt_hash = ctx.checkpoint(cell.model)
     bench = ctx.benchmark(cell)
     method = ctx.method(cell)
-    code = code_identity([type(method).__module__, type(bench).__module__, ADAPTER_MODULE])
-    code_text = "".join(f"{name}\t{digest}\n" for name, digest in code.items())
+    roots = [type(method).__module__, type(bench).__module__, ADAPTER_MODULE]
+    code = code_identity(roots)
     bench_payload = bench.fingerprint_payload(cell.split)
     payload = {
         "version": FINGERPRINT_VERSION,
@@ -116,11 +113,11 @@ def cell_identity(cell: Cell, ctx: Context) -> tuple[str, dict[str, Any], CellId
         "benchmark": bench_payload,
         "checkpoint_sha256": ckpt_hash,
         "decoding": {**decoding_of(method), "max_new_tokens": bench.max_new_tokens},
-        "code": hashlib.sha256(code_text.encode("utf-8")).hexdigest(),
+        "code": code_hash(roots),
         "seed": cell.seed,
         "dtype": ctx.dtype,
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    identity = CellIdentity(code={name: digest[:16] for name, digest in code.items()}, checkpoint_sha256=ckpt_hash,
-                            data_sha256=bench_payload.get("data_sha256"))
+    identity = {"code": {name: digest[:16] for name, digest in code.items()}, "checkpoint_sha256": ckpt_hash,
+                "data_sha256": bench_payload.get("data_sha256")}
     return hashlib.sha256(blob).hexdigest(), payload, identity

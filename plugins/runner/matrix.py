@@ -39,10 +39,11 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from plugins.api import record_name
 from plugins.config import StrictConfig, unknown
 
 __all__ = ["RunnerError", "Defaults", "ModelSpec", "BenchmarkSpec", "Experiment", "Matrix", "load_matrix", "Cell",
-           "record_name", "freeze", "thaw", "expand", "DEFAULT_MATRIX"]
+           "freeze", "thaw", "expand", "DEFAULT_MATRIX"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MATRIX = REPO_ROOT / "plugins" / "reproduce.yaml"
@@ -156,11 +157,6 @@ class Cell:
     @property
     def name(self) -> str:
         return f"{record_name(self.model.name)}/{self.benchmark}/{self.split}/{self.method}/seed{self.seed}"
-
-
-def record_name(model: str) -> str:
-    """A model label usable in a record and a path: ``llava-hf/llava-1.5-7b-hf`` -> ``llava-hf--llava-1.5-7b-hf``."""
-    return model.lower().replace("/", "--")
 
 
 def freeze(d: Optional[dict[str, Any]]) -> tuple[tuple[str, Any], ...]:

@@ -37,14 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from plugins.runner.fingerprint import FINGERPRINT_VERSION, CellIdentity, Context, cell_identity
+from plugins.api import ERROR_SUFFIX, INDEX_NAME, INDEX_VERSION
+from plugins.runner.fingerprint import FINGERPRINT_VERSION, Context, cell_identity
 from plugins.runner.matrix import Cell, Matrix, ModelSpec, RunnerError, expand, load_matrix
 
 __all__ = ["CellPlan", "plan", "plan_matrix", "matching", "error_path", "write_index", "INDEX_NAME", "INDEX_VERSION",
            "STATE_OF"]
 
-INDEX_NAME = "index.json"
-INDEX_VERSION = 1
 STATE_OF = {"cached": "current", "stale": "stale", "new": "missing", "failed": "failed", "error": "error"}
 """Plan status → the ``state`` the index gives the site."""
 _MEMO_VERSION = 1
@@ -58,13 +57,13 @@ class CellPlan:
     fingerprint: str
     status: str  # cached, stale, new, failed, error (see the module docstring)
     error: str = ""  # why the cell cannot run (error) or what its last run raised (failed)
-    identity: dict[str, Any] = field(default_factory=dict)  # what the record keeps (CellIdentity)
+    identity: dict[str, Any] = field(default_factory=dict)  # what the record keeps (fingerprint.cell_identity)
     reason: str = ""  # why a stale cell is stale
 
 
 def error_path(results_dir: Path, cell_name: str) -> Path:
     """Where a failed cell's error and traceback are saved: beside where its record would be."""
-    return Path(results_dir) / f"{cell_name}.error.json"
+    return Path(results_dir) / f"{cell_name}{ERROR_SUFFIX}"
 
 
 def _read_json(path: Path) -> Optional[dict[str, Any]]:
@@ -129,17 +128,14 @@ def plan(cells: Sequence[Cell], results_dir: Path, ctx: Context) -> list[CellPla
 
 def _project_code() -> str:
     """One hash over the normalised tree of every module under ``plugins/`` (new and deleted ones count)."""
-    from plugins.identity import REPO_ROOT, module_info
+    from plugins.identity import REPO_ROOT, code_hash
 
     names = []
     for path in sorted((REPO_ROOT / "plugins").rglob("*.py")):
         rel = path.relative_to(REPO_ROOT).with_suffix("")
         parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
         names.append(".".join(parts))
-    digest = hashlib.sha256()
-    for name in sorted(names):
-        digest.update(f"{name}\t{module_info(name)[0]}\n".encode())
-    return digest.hexdigest()
+    return code_hash(names)  # the closure of every module is every module
 
 
 def _memo_key(matrix_path: Path, dtype: Optional[str], data_dir: Optional[Path]) -> dict[str, Any]:

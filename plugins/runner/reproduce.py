@@ -90,13 +90,13 @@ def _run_cells(todo: list[CellPlan], ctx: Optional[Context], matrix_path: Path, 
     device = device or matrix.defaults.device
     dtype = dtype or matrix.defaults.dtype
     batch_size = batch_size or matrix.defaults.batch_size
-    if ctx is None:  # the plan came from the memo: build what running needs
+    if ctx is None:  # the plan came from the memo: build what running needs (planning prepared the benchmarks otherwise)
         ctx = Context(data_dir, dtype)
-    for p in {(p.cell.benchmark, p.cell.benchmark_options): p for p in todo}.values():
-        try:
-            ctx.benchmark(p.cell).prepare()
-        except Exception:  # noqa: BLE001 - the cell fails alone when it runs
-            pass
+        for p in {(p.cell.benchmark, p.cell.benchmark_options): p for p in todo}.values():
+            try:
+                ctx.benchmark(p.cell).prepare()
+            except Exception:  # noqa: BLE001 - the cell fails alone when it runs
+                pass
     order = {p.cell.name: i for i, p in enumerate(todo)}
 
     def model_key(p: CellPlan) -> str:
