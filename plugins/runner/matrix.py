@@ -123,6 +123,7 @@ def load_matrix(path: Union[str, Path] = DEFAULT_MATRIX) -> Matrix:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+        path = _shown(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise RunnerError(f"{path}: cannot read the matrix ({getattr(exc, 'strerror', None) or exc})") from None
     try:
@@ -155,6 +156,14 @@ def load_matrix(path: Union[str, Path] = DEFAULT_MATRIX) -> Matrix:
         raise RunnerError("\n".join(dict.fromkeys(problems + _located(exc, path, node, [])))) from None
     matrix._path, matrix._node, matrix._indices, matrix._problems = path, node, indices, problems
     return matrix
+
+
+def _shown(path: Path) -> Path:
+    """``path`` as messages show it: relative to the working directory when it lies below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        return path
 
 
 def _located(exc: ValidationError, path: Path, node: Any, prefix: list[Any]) -> list[str]:
