@@ -347,6 +347,8 @@ def reproduce(
     force: bool = typer.Option(False, help="Re-run cells even when their fingerprint matches."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and whether each would run; run nothing."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    wait: bool = typer.Option(True, help="While another run writes the same results folder, wait for it "
+                                         "(--no-wait: refuse at once)."),
 ) -> None:
     """Run the experiment matrix; unchanged cells are skipped, each finished cell is saved at once."""
     from plugins import runner
@@ -355,19 +357,24 @@ def reproduce(
     results = results or runner.DEFAULT_RESULTS
     try:
         if dry_run:
-            plans = runner.dry_run(matrix, only=only, results_dir=results, dtype=dtype)
+            plans, _, problems = runner.dry_run(matrix, only=only, results_dir=results, dtype=dtype, echo=typer.echo)
             for p in plans:
                 action = {"cached": "skip"}.get(p.status, "run ") if p.status != "error" else "fail"
                 why = p.reason or (p.error.splitlines()[0] if p.error else "")
                 typer.echo(f"{action}  {p.status:<6}  {p.cell.name}" + (f"  ({why})" if why else ""))
+            for problem in problems:
+                _err(f"not run: {problem}")
             counts = {s: sum(p.status == s for p in plans) for s in ("cached", "stale", "new", "failed", "error")}
             to_run = counts["stale"] + counts["new"] + counts["failed"]
             typer.echo(f"{to_run} of {len(plans)} cells to run ({counts['stale']} stale, {counts['new']} new, "
-                       f"{counts['failed']} failed before), {counts['cached']} current, {counts['error']} cannot run")
+                       f"{counts['failed']} failed before), {counts['cached']} current, {counts['error']} cannot run"
+                       + (f"; {len(problems)} problems in the matrix" if problems else ""))
+            if problems:
+                raise typer.Exit(1)
             return
         summary = runner.run(matrix, only=only, results_dir=results, device=device, dtype=dtype, batch_size=batch_size,
                              executor=executor, gpus_per_cell=gpus_per_cell, jobs=jobs, force=force, progress=progress,
-                             echo=typer.echo)
+                             wait=wait, echo=typer.echo)
     except runner.RunnerError as exc:
         _err(str(exc))
         raise typer.Exit(2)
@@ -376,9 +383,10 @@ def reproduce(
     for cell, why in summary.failed:
         saved = runner.error_path(results, cell)
         _err(f"failed: {cell}: {why}" + (f" (traceback: {saved})" if saved.is_file() else ""))
-    typer.echo(f"{len(summary.ran)} cells run, {len(summary.cached)} unchanged, {len(summary.failed)} failed "
-               f"in {summary.seconds:.1f} s; records in {results}")
-    if summary.failed:
+    typer.echo(f"{len(summary.ran)} cells run, {len(summary.cached)} unchanged, {len(summary.failed)} failed"
+               + (f", {len(summary.problems)} problems in the matrix (listed first)" if summary.problems else "")
+               + f" in {summary.seconds:.1f} s; records in {results}")
+    if summary.failed or summary.problems:
         raise typer.Exit(1)
 
 

@@ -27,9 +27,10 @@ from typing import Any, Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from plugins.files import write_atomic
+from plugins.files import file_sha256, write_atomic
 
-RESULT_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 2
+"""2: a record names the hash and row count of its predictions file (1: the file name only)."""
 BASELINE = "baseline"
 """Method name of the unmitigated model (greedy decoding, no intervention)."""
 
@@ -78,6 +79,8 @@ class ResultRecord(_Frozen):
     fingerprint: str = Field(pattern=r"^[0-9a-f]{16,64}$")
     provenance: Provenance
     predictions: Optional[str] = None  # file name of the per-sample JSONL beside this record
+    predictions_sha256: Optional[str] = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # of the file's bytes
+    predictions_rows: Optional[int] = Field(default=None, ge=0)  # lines in the (uncompressed) file
 
     @field_validator("metrics")
     @classmethod
@@ -134,6 +137,33 @@ def save_record(results_dir: Path, record: ResultRecord) -> Path:
     path = result_path(results_dir, record)
     write_atomic(path, dump_record(record))
     return path
+
+
+def predictions_problem(record_path: Path, record: dict[str, Any]) -> Optional[str]:
+    """Why the predictions file of the record at ``record_path`` (its JSON data) cannot be trusted, or None.
+
+    A record names its predictions file and that file's SHA-256; the file must exist and hash to
+    it (hashes are cached by file status, so a check of an unchanged file costs one ``stat``).
+    A record without a predictions file has nothing to check.
+    """
+    name = record.get("predictions")
+    if not name:
+        return None
+    if not isinstance(name, str) or Path(name).name != name:
+        return f"predictions {name!r} is not a file name beside the record"
+    expected = record.get("predictions_sha256")
+    if not expected:
+        return "predictions unverified (the record predates predictions hashes)"
+    path = Path(record_path).with_name(name)
+    try:
+        actual = file_sha256(path)
+    except FileNotFoundError:
+        return f"predictions file {name} is missing"
+    except OSError as exc:
+        return f"predictions file {name} cannot be read ({exc.strerror or exc})"
+    if actual != expected:
+        return f"predictions file {name} changed since the run (sha256 {actual[:12]}, recorded {str(expected)[:12]})"
+    return None
 
 
 RECORD_FILE = re.compile(r"seed\d+\.json")

@@ -2,6 +2,8 @@
 
 * :func:`write_atomic` — a temporary file beside the target, then a rename: a crash never leaves
   half a file.
+* :func:`exclusive` — one process at a time in a folder (a results directory, a data set being
+  generated): an advisory lock that the operating system drops when its holder dies.
 * :func:`file_sha256` / :func:`files_sha256` — content hashes of checkpoints and benchmark data.
   Re-reading a 500-image test set and a checkpoint on every run would cost seconds, so a hash is
   remembered per process and on disk (``<cache>/file-hashes.json``), keyed by the file's status:
@@ -26,10 +28,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["write_atomic", "file_sha256", "files_sha256", "stat_key", "cache_root", "save_hash_cache", "recording",
-           "StatCache"]
+           "StatCache", "exclusive", "Busy"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,3 +201,52 @@ def files_sha256(paths: Iterable[Path]) -> str:
         seen.add(path)
         digest.update(f"{path.name}\t{file_sha256(path)}\n".encode("utf-8"))
     return digest.hexdigest()
+
+
+class Busy(RuntimeError):
+    """Another process holds the lock and the caller chose not to wait."""
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, what: str, *, wait: bool = True,
+              on_wait: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (created if needed) for the block.
+
+    When another process holds it, raise :class:`Busy` (``wait=False``) or wait, after telling
+    ``on_wait`` who holds it (pid, host, since when, command) and for ``what``. The holder is
+    written into the file for that message. The lock is ``flock``'s: the kernel releases it when
+    its holder exits, even by ``kill -9``, so a killed run never leaves a stale lock. Where
+    ``fcntl`` does not exist (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            message = f"{what} is in use by {holder}"
+            if not wait:
+                raise Busy(message) from None
+            if on_wait is not None:
+                on_wait(f"{message}; waiting for it to finish (Ctrl-C to stop)")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        import socket
+        import sys
+
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since} ({command})\n".encode("utf-8"), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -37,9 +38,19 @@ _CORE_TAGS = frozenset(
 )
 
 
+def printable(text: str) -> str:
+    r"""``text`` with every non-printable character written as its Python escape, so that it
+    cannot split a line or drive the terminal; letters of any script stay as they are.
+
+    >>> printable("é\n\x1b[2J\u202e")
+    'é\\n\\x1b[2J\\u202e'
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True, order=True)
 class Issue:
-    """One problem in one file, located to a line and a key path."""
+    """One problem in one file, located to a line and a key path; always printed on one line."""
 
     path: str
     line: int
@@ -47,14 +58,17 @@ class Issue:
     message: str
 
     def format(self) -> str:
-        where = f"{self.path}:{self.line}"
-        return f"{where} {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        where = f"{printable(self.path)}:{self.line}"
+        message = printable(self.message)
+        return f"{where} {printable(self.key)}: {message}" if self.key else f"{where}: {message}"
 
     def github(self) -> str:
-        # GitHub workflow command; '%', CR and LF must be escaped in the message part.
-        text = f"{self.key}: {self.message}" if self.key else self.message
+        # GitHub workflow command: '%', CR and LF must be escaped in the message, and also ':' and ','
+        # in a property such as the file name.
+        text = printable(f"{self.key}: {self.message}" if self.key else self.message)
         text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return f"::error file={self.path},line={self.line}::{text}"
+        path = printable(self.path).replace("%", "%25").replace(":", "%3A").replace(",", "%2C")
+        return f"::error file={path},line={self.line}::{text}"
 
 
 class _Located(Exception):
@@ -65,13 +79,35 @@ class _Located(Exception):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases, so an alias bomb stops at the first ``*ref``."""
+    """SafeLoader that refuses aliases, so an alias bomb stops at the first ``*ref``, and that
+    locates the errors PyYAML raises as plain Python exceptions (``"\\U00110000"``, ``!!int x``)."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise _Located(event.start_mark, f"alias *{event.anchor} is not allowed: write the value out in full")
         return super().compose_node(parent, index)
+
+    def scan_flow_scalar(self, style):
+        try:
+            return super().scan_flow_scalar(style)
+        except ValueError:  # chr() of an escape past U+10FFFF; the reader stands on that escape
+            raise _Located(self.get_mark(), "escape sequence beyond \\U0010FFFF is not a Unicode character") from None
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, IndexError, OverflowError, TypeError):
+            value = node.value
+            shown = repr(value if len(value) <= 40 else value[:40] + "…") if isinstance(value, str) else "this value"
+            raise _Located(node.start_mark, f"cannot read {shown} as !!{node.tag.rsplit(':', 1)[-1]}") from None
+
+
+def _reader_issue(rel: str, text: str, exc: yaml.reader.ReaderError) -> Issue:
+    """The character PyYAML's reader refuses, by code point and line."""
+    kind = "control character" if unicodedata.category(chr(exc.character)) == "Cc" else "not a character"
+    line = text.count("\n", 0, exc.position) + 1
+    return Issue(rel, line, "", f"U+{exc.character:04X} is not allowed in a record ({kind})")
 
 
 # ---------------------------------------------------------------- YAML → (data, node)
@@ -156,8 +192,9 @@ def parse_record_file(path: Path, rel: str, expected: str) -> tuple[Optional[Sou
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         return None, [Issue(rel, line, "", "file is not valid UTF-8")]
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)  # the reader checks every character here
         node = loader.get_single_node()
         if node is None:
             return None, [Issue(rel, 1, "", f"empty file: expected a mapping with {expected}")]
@@ -170,6 +207,8 @@ def parse_record_file(path: Path, rel: str, expected: str) -> tuple[Optional[Sou
         data = loader.construct_document(node)
     except _Located as exc:
         return None, [Issue(rel, exc.line, "", exc.message)]
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_issue(rel, text, exc)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -179,8 +218,11 @@ def parse_record_file(path: Path, rel: str, expected: str) -> tuple[Optional[Sou
         return None, [Issue(rel, 1, "", f"YAML error: {exc}")]
     except RecursionError:
         return None, [Issue(rel, 1, "", f"nesting deeper than {MAX_DEPTH} levels")]
+    except Exception as exc:  # a PyYAML failure not foreseen above: still an issue, never a traceback
+        return None, [Issue(rel, 1, "", f"cannot parse record: {type(exc).__name__}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return SourceFile(rel, node, data), []
 
 

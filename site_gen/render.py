@@ -459,15 +459,23 @@ def load_checkout_results(root: Path) -> tuple[list[ResultRecord], ResultsIndex,
     """The result records of ``root/results``, the runner's index, and every problem as a warning line.
 
     The index and the runner's error files (``*.error.json``) live beside the records; ``load_results``
-    reads records only (``seed<k>.json``).
+    reads records only (``seed<k>.json``). A record whose predictions file is missing or no longer
+    hashes to what the record says is shown stale, with a warning, whatever the index says.
     """
-    from plugins.api import load_results
+    from plugins.api import load_results, predictions_problem, result_path
 
     results_dir = Path(root) / "results"
     records, problems = load_results(results_dir)
     problems = [f"result left out: {p}" for p in problems]
     index = read_results_index(results_dir, has_records=bool(records))
-    return records, index, [*index.problems, *problems]
+    damaged = {}
+    for r in records:
+        why = predictions_problem(result_path(results_dir, r), r.model_dump(mode="json"))
+        if why is not None:
+            damaged[r.cell] = why
+    problems += [f"result shown stale: results/{cell}: {why}; `make reproduce` runs it again"
+                 for cell, why in sorted(damaged.items())]
+    return records, index.marked_stale(damaged), [*index.problems, *problems]
 
 
 def generate_checkout(root: Path, kb: KnowledgeBase, memo: bool = True) -> tuple[int, list[str]]:

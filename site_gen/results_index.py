@@ -23,6 +23,7 @@ malformed index is a warning and marks nothing; so is a version this reader does
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,12 @@ class ResultsIndex:
             if entry is not None and entry.fingerprint is not None and entry.fingerprint != r.fingerprint:
                 out.add(r.cell)
         return frozenset(out)
+
+    def marked_stale(self, cells: Iterable[str]) -> "ResultsIndex":
+        """This index with ``cells`` (listed ones) in state ``stale``: their results can no longer be trusted."""
+        cells = set(cells)
+        changed = {c: dataclasses.replace(e, state="stale") for c, e in self.cells.items() if c in cells}
+        return dataclasses.replace(self, cells={**self.cells, **changed}) if changed else self
 
     def not_in_matrix(self, records: Iterable[Any]) -> list[str]:
         """Cells of records the index does not list (empty when there is no index to tell)."""

@@ -15,11 +15,11 @@ SITE_INPUTS = ("taxonomy", "papers", "results", "plugins/reproduce.yaml", "plugi
 """The data the pages are made from, relative to a checkout: records, results, the matrix, model cards, the site config."""
 WATCHED = SITE_INPUTS + ("site_gen/pages", "site_gen/templates")
 """What the live preview watches: the data and the page sources."""
-_NOT_READ = ("*.gz", "*.safetensors", "*.tmp", "__pycache__")  # per-sample predictions, weights, half-written files
+_NOT_READ = ("*.safetensors", "*.tmp", "*.lock", "__pycache__")  # weights, half-written files, a run's lock
 
 
 def copy_site_inputs(src: Path, dest: Path, results: bool = True) -> Path:
-    """Copy what the site reads from checkout ``src`` into ``dest`` (no weights, no per-sample predictions).
+    """Copy what the site reads from checkout ``src`` into ``dest`` (no weights; predictions, whose hashes it checks).
 
     A checkout to build a site in without touching ``src``: for benchmarks and tests.
     """

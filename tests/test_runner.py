@@ -25,39 +25,7 @@ from plugins import runner  # noqa: E402
 from plugins.api import load_results  # noqa: E402
 from plugins.benchmarks.pope import pope_metrics  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "fixtures" / "pope"
-
-
-def write_matrix(path: Path, checkpoint: Path, methods: str = "{baseline: {}}", extra: str = "") -> Path:
-    path.write_text(textwrap.dedent(f"""\
-        version: 1
-        defaults: {{device: cpu, batch_size: 4}}
-        experiments:
-          - name: real-path
-            models: [{{name: tiny-random, path: {checkpoint}}}]
-            benchmarks:
-              pope:
-                splits: [random, adversarial]
-                options: {{questions: {FIXTURE}, images: {FIXTURE / 'images'}}}
-              world-relation: {{options: {{limit: 6}}}}
-              world-caption: {{options: {{limit: 2}}}}
-              world-representation: {{options: {{limit: 12}}}}
-            methods: {methods}
-            seeds: [0]
-        {extra}"""), encoding="utf-8")
-    return path
-
-
-@pytest.fixture()
-def env(tmp_path, checkpoint, monkeypatch):
-    monkeypatch.setenv("ALIGNSCOPE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("ALIGNSCOPE_CACHE", str(tmp_path / "cache"))  # plan memo, hash caches, artifacts: private
-    return {"matrix": write_matrix(tmp_path / "reproduce.yaml", checkpoint), "results": tmp_path / "results",
-            "checkpoint": checkpoint}
-
-
-def run(env, **kw):
-    return runner.run(env["matrix"], results_dir=env["results"], progress=False, echo=lambda s: None, **kw)
+from tests.runner_fixtures import FIXTURE, env, run, write_matrix  # noqa: E402,F401  (env: a fixture)
 
 
 def test_cells_run_write_records_and_predictions_that_agree(env):
@@ -110,7 +78,7 @@ def test_an_unchanged_plan_needs_neither_torch_nor_the_methods(env):
 
     run(env)
     code = ("import sys, json; from plugins import runner; "
-            f"plans = runner.dry_run({str(env['matrix'])!r}, results_dir={str(env['results'])!r}); "
+            f"plans = runner.dry_run({str(env['matrix'])!r}, results_dir={str(env['results'])!r}).plans; "
             "print(json.dumps([sorted({p.status for p in plans}), 'torch' in sys.modules, "
             "sorted(m for m in sys.modules if m.startswith('plugins.methods.'))]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -137,7 +105,7 @@ def test_a_cell_that_raises_anything_fails_alone_with_its_traceback_saved(env, m
     assert saved["error"].startswith("TypeError") and "Traceback" in saved["traceback"] and "broken" in saved["traceback"]
     index = json.loads((env["results"] / "index.json").read_text())["cells"]
     assert index[summary.failed[0][0]]["state"] == "failed" and "TypeError" in index[summary.failed[0][0]]["error"]
-    plans, _ = runner.plan_matrix(env["matrix"], env["results"])
+    plans = runner.plan_matrix(env["matrix"], env["results"]).plans
     assert [p.cell.name for p in plans if p.status == "failed"] == [summary.failed[0][0]]
     monkeypatch.setattr(executors, "compute_cell", real)
     again = run(env)  # fixed: the failed cell runs, its error file goes
@@ -186,7 +154,7 @@ def test_editing_a_method_reruns_only_its_cells_and_a_docstring_edit_nothing(env
     root = copy_of_the_code(tmp_path, monkeypatch)
 
     def statuses():
-        plans, _ = runner.plan_matrix(env["matrix"], env["results"], use_memo=use_memo)
+        plans = runner.plan_matrix(env["matrix"], env["results"], use_memo=use_memo).plans
         return {p.cell.name: (p.status, p.reason) for p in plans}
 
     assert {s for s, _ in statuses().values()} == {"cached"}
@@ -227,7 +195,7 @@ def test_a_crash_mid_run_keeps_finished_cells_and_leaves_no_partial_file(env, mo
         run(env)
     files = [p for p in env["results"].rglob("*") if p.is_file()]
     assert len([p for p in files if p.name.startswith("seed") and p.name.endswith(".json")]) == 1
-    assert not [p for p in files if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not [p for p in files if (p.name.startswith(".") or p.suffix == ".tmp") and p.name != runner.LOCK_NAME]
     monkeypatch.setattr(executors, "run_cell", real)
     # A SIGKILL in the middle of a write leaves a temporary file; the next run removes it.
     leftover = files[0].with_name(f".{files[0].name}.abc123.tmp")
@@ -248,7 +216,7 @@ def test_stale_cells_after_a_data_change(env, tmp_path):
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n")  # drop one question
     assert runner.stale_cells(env["results"], env["matrix"]) == {"tiny-random/pope/random/baseline/seed0"}
-    plans, _ = runner.plan_matrix(env["matrix"], env["results"])
+    plans = runner.plan_matrix(env["matrix"], env["results"]).plans
     assert {p.reason for p in plans if p.status == "stale"} == {"data"}
 
 

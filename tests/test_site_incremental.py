@@ -81,6 +81,7 @@ def small_generated(tmp_path_factory):
         if any(f"/{part}/" in rel for part in PARTIAL) and not path.name.endswith(".error.json"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, root / rel)
+            shutil.copy(path.with_name(json.loads(path.read_text())["predictions"]), (root / rel).parent)
     write_index(root / "results", current_index(root / "results"))
     build(root, mkdocs=False)
     return root

@@ -82,9 +82,10 @@ def checkout(tmp_path):
     copy_checkout(tmp_path, results=False)
     src = REPO / "results"
     for cell in (CELL, "alignscope-tiny-llava/world-pope/random/vcd/seed0"):
-        out = tmp_path / "results" / f"{cell}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes((src / f"{cell}.json").read_bytes())
+        for name in (f"{cell}.json", f"{cell.rsplit('/', 1)[0]}/seed0.predictions.jsonl.gz"):
+            out = tmp_path / "results" / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes((src / name).read_bytes())
     return tmp_path
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alignscope.cli import app
-from site_gen.load import MAX_RECORD_BYTES, load_knowledge_base
+from site_gen.load import MAX_RECORD_BYTES, Issue, load_knowledge_base
 
 from .conftest import PAPERS, write_kb
 
@@ -277,3 +277,49 @@ def test_a_file_with_schema_errors_still_gets_its_reference_errors(mini_kb):
         "papers/me2025-broken.yaml:10 introduces.methods[0].family: unknown mitigation family 'decoding' (a taxonomy node of kind 'family')",
         "papers/me2025-broken.yaml:11 introduces.methods[0].changes[0]: 'logit': Input should be 'weights', 'input', 'hidden-states', 'attention', 'logits' or 'output-text'",
     ]
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x08", "\x0b", "\x1b", "\x7f", "\x9f", "\ufffe"])
+def test_non_printable_character_is_located(mini_kb, char):
+    (mini_kb / "papers" / "x.yaml").write_text(f"id: x\n\ntitle: a{char}b\n", encoding="utf-8")
+    kind = "not a character" if char == "\ufffe" else "control character"
+    expected = f"papers/x.yaml:3: U+{ord(char):04X} is not allowed in a record ({kind})"
+    assert [i.format() for i in issues_for(mini_kb, "x.yaml")] == [expected]
+    result = validate(mini_kb)
+    assert result.exit_code == 1 and expected in result.output
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ('"\\U00110000"', "escape sequence beyond \\U0010FFFF is not a Unicode character"),
+        ("!!int x", "cannot read 'x' as !!int"),
+        ("!!float abc", "cannot read 'abc' as !!float"),
+        ("!!bool maybe", "cannot read 'maybe' as !!bool"),
+        ("!!int ''", "cannot read '' as !!int"),
+        ("0x_", "cannot read '0x_' as !!int"),  # resolved to !!int by PyYAML, then int('', 16) fails
+    ],
+)
+def test_unreadable_scalar_is_located(mini_kb, value, message):
+    (mini_kb / "papers" / "x.yaml").write_text(f"id: x\ntitle: A\nyear: {value}\n")
+    assert [i.format() for i in issues_for(mini_kb, "x.yaml")] == [f"papers/x.yaml:3: {message}"]
+    assert f"papers/x.yaml:3: {message}" in validate(mini_kb).output
+
+
+@pytest.mark.parametrize("fmt", ["text", "github"])
+def test_keys_and_messages_are_printed_escaped_on_one_line(mini_kb, fmt):
+    (mini_kb / "papers" / "x.yaml").write_text(
+        'id: x\nintroduces:\n  "a\\nb\\e]0;TITLE\\aX": 2\n  "\\u202eé漢": 1\n', encoding="utf-8"
+    )
+    _, issues = load_knowledge_base(mini_kb)
+    result = validate(mini_kb, "--format", fmt)
+    lines = result.output.splitlines()
+    assert all(c >= " " for c in result.output.replace("\n", "")), repr(result.output)
+    assert len([line for line in lines if "papers/x.yaml" in line]) == len(issues) == 5
+    assert "introduces.a\\nb\\x1b]0;TITLE\\x07X: unknown key" in result.output
+    assert "introduces.\\u202eé漢: unknown key" in result.output  # bidi control escaped, letters kept
+
+
+def test_github_format_escapes_properties_and_percent():
+    issue = Issue("papers/a,b:c.yaml", 2, "k\r", "100%\n")
+    assert issue.github() == "::error file=papers/a%2Cb%3Ac.yaml,line=2::k\\r: 100%25\\n"

@@ -177,9 +177,14 @@ def load_test_set(world: Optional[WorldConfig] = None, data_dir: Optional[Path] 
     """The test set of ``world`` (default world) under ``data_dir``, generated on first use.
 
     Generation writes to a temporary folder and renames it into place, so a crash never leaves a
-    half-written set; a set whose files no longer match its manifest is regenerated.
+    half-written set; a set whose files no longer match its manifest is regenerated. One process
+    at a time generates (a lock beside the set): another that needs the set meanwhile waits, then
+    finds it made, so two runs started together never replace a set the other is reading.
     """
+    import sys
+
     from plugins.benchmarks.base import default_data_dir
+    from plugins.files import exclusive
 
     world = world or WorldConfig()
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -187,14 +192,18 @@ def load_test_set(world: Optional[WorldConfig] = None, data_dir: Optional[Path] 
     if root.is_dir() and _intact(root):
         return WorldTestSet(root)
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{root.name}."))
-    try:
-        build_test_set(world, tmp / "set")
-        if root.exists():
-            shutil.rmtree(root)  # damaged: replaced by the fresh copy
-        (tmp / "set").rename(root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with exclusive(data_dir / f".{root.name}.lock", f"the world's test set {root}",
+                   on_wait=lambda message: print(message, file=sys.stderr, flush=True)):
+        if root.is_dir() and _intact(root):  # made by another process while this one waited
+            return WorldTestSet(root)
+        tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{root.name}."))
+        try:
+            build_test_set(world, tmp / "set")
+            if root.exists():
+                root.rename(tmp / "damaged")  # out of the way in one step; removed with tmp
+            (tmp / "set").rename(root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return WorldTestSet(root)
 
 

@@ -9,11 +9,11 @@
 """
 from plugins.runner.executors import RunSummary, compute_cell, run_cell, write_cell
 from plugins.runner.fingerprint import FINGERPRINT_VERSION, Context, cell_identity
-from plugins.runner.matrix import DEFAULT_MATRIX, Cell, Experiment, Matrix, RunnerError, expand, load_matrix
-from plugins.runner.plan import INDEX_NAME, CellPlan, error_path, plan, plan_matrix, write_index
-from plugins.runner.reproduce import DEFAULT_RESULTS, dry_run, run, stale_cells, summary_table
+from plugins.runner.matrix import DEFAULT_MATRIX, Cell, Experiment, Matrix, RunnerError, expand, expand_all, load_matrix
+from plugins.runner.plan import INDEX_NAME, CellPlan, Planned, error_path, plan, plan_matrix, write_index
+from plugins.runner.reproduce import DEFAULT_RESULTS, LOCK_NAME, dry_run, run, stale_cells, summary_table
 
-__all__ = ["RunnerError", "Matrix", "Experiment", "Cell", "load_matrix", "expand", "Context", "cell_identity",
-           "FINGERPRINT_VERSION", "CellPlan", "plan", "plan_matrix", "write_index", "error_path", "INDEX_NAME",
+__all__ = ["RunnerError", "Matrix", "Experiment", "Cell", "load_matrix", "expand", "expand_all", "Context", "cell_identity",
+           "FINGERPRINT_VERSION", "CellPlan", "Planned", "plan", "plan_matrix", "write_index", "error_path", "INDEX_NAME",
            "run", "dry_run", "stale_cells", "summary_table", "RunSummary", "compute_cell", "write_cell", "run_cell",
-           "DEFAULT_MATRIX", "DEFAULT_RESULTS"]
+           "DEFAULT_MATRIX", "DEFAULT_RESULTS", "LOCK_NAME"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gzip
+import hashlib
 import json
 import platform
 import time
@@ -35,6 +36,7 @@ class RunSummary:
     ran: list[ResultRecord] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (cell, "ErrorType: message")
+    problems: list[str] = field(default_factory=list)  # "file:line: ..." of what the matrix gets wrong (not run)
     seconds: float = 0.0
 
 
@@ -115,27 +117,29 @@ def compute_cell(p: CellPlan, ctx: Context, models: Models, batch_size: int,
     return record, rows
 
 
-def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Gzipped JSON Lines, byte-stable (no timestamp in the gzip header), written atomically."""
+def _predictions_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """Gzipped JSON Lines, byte-stable (no timestamp in the gzip header)."""
     raw = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    write_atomic(path, gzip.compress(raw, compresslevel=9, mtime=0))
+    return gzip.compress(raw, compresslevel=9, mtime=0)
 
 
-def write_cell(results_dir: Path, record: ResultRecord, rows: list[dict[str, Any]]) -> Path:
-    """Predictions first, then the record (the commit point of the cell); each atomically. Clears an old failure."""
-    out = result_path(results_dir, record)
-    _write_predictions(out.with_name(record.predictions), rows)
-    path = save_record(results_dir, record)
+def write_cell(results_dir: Path, record: ResultRecord, rows: list[dict[str, Any]]) -> ResultRecord:
+    """Predictions first, then the record (the commit point of the cell), which carries the predictions'
+    hash and row count; each written atomically. Clears an old failure; returns the record as written."""
+    data = _predictions_bytes(rows)
+    record = record.model_copy(update={"predictions_sha256": hashlib.sha256(data).hexdigest(),
+                                       "predictions_rows": len(rows)})
+    write_atomic(result_path(results_dir, record).with_name(record.predictions), data)
+    save_record(results_dir, record)
     error_path(results_dir, record.cell).unlink(missing_ok=True)
-    return path
+    return record
 
 
 def run_cell(p: CellPlan, ctx: Context, models: Models, batch_size: int, results_dir: Path,
              progress: Optional[Callable[[int], None]] = None, base: Optional[dict[str, Any]] = None) -> ResultRecord:
     """Run one cell and write its predictions and record; returns the record."""
     record, rows = compute_cell(p, ctx, models, batch_size, progress, base)
-    write_cell(results_dir, record, rows)
-    return record
+    return write_cell(results_dir, record, rows)
 
 
 def record_failure(results_dir: Path, p: CellPlan, error: str, trace: str, summary: RunSummary) -> None:
@@ -213,8 +217,7 @@ def _take(p: CellPlan, result: Callable[[], dict[str, Any]], results_dir: Path, 
             record_failure(results_dir, p, out["error"], out.get("traceback", ""), summary)
             return
         record = ResultRecord.model_validate_json(out["record"])
-        write_cell(results_dir, record, out["rows"])
-        summary.ran.append(record)
+        summary.ran.append(write_cell(results_dir, record, out["rows"]))
     except Exception as exc:  # noqa: BLE001 - a dead worker (BrokenProcessPool), a bad record, a full disk
         record_failure(results_dir, p, _describe(exc), traceback.format_exc(), summary)
 
@@ -228,10 +231,36 @@ def _preparation_key(p: CellPlan, ctx: Context) -> Optional[tuple[Any, ...]]:
     return (str(ctx.checkpoint(p.cell.model)[0]), p.cell.plugin, p.cell.config)
 
 
-def _worker_threads(threads: int) -> None:
+def _worker_init(threads: int) -> None:
+    """Set up a worker process: its torch threads, and a watch that ends it when the driver dies.
+
+    A worker blocks on its task queue and would otherwise outlive a driver killed with ``kill -9``
+    (re-parented to PID 1, holding its memory for good). The watch waits on the parent's
+    sentinel, which becomes ready the moment the driver exits however it exits.
+    """
+    import multiprocessing
+    import os
+    import threading
+
     import torch
 
     torch.set_num_threads(threads)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def end_with_parent() -> None:
+            parent.join()
+            os._exit(1)
+
+        threading.Thread(target=end_with_parent, name="end-with-driver", daemon=True).start()
+
+
+def worker_pool(jobs: int, threads: int) -> "concurrent.futures.ProcessPoolExecutor":
+    """``jobs`` spawned worker processes with ``threads`` torch threads each, which end when this process does."""
+    import concurrent.futures
+    import multiprocessing
+
+    return concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_worker_init, initargs=(threads,))
 
 
 def run_in_processes(todo: list[CellPlan], ctx: Context, device: str, dtype: str, batch_size: int,
@@ -244,7 +273,6 @@ def run_in_processes(todo: list[CellPlan], ctx: Context, device: str, dtype: str
     two-thread process (``bench/bench_methods.py --threads 1`` against the default).
     """
     import concurrent.futures
-    import multiprocessing
     import os
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -254,8 +282,7 @@ def run_in_processes(todo: list[CellPlan], ctx: Context, device: str, dtype: str
     for p in todo:
         key = _preparation_key(p, ctx)
         (waiting.setdefault(key, []) if key is not None else ready).append(p)
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_worker_threads, initargs=(threads,)) as pool:
+    with worker_pool(jobs, threads) as pool:
         def submit(p: CellPlan) -> concurrent.futures.Future:
             return pool.submit(_remote_cell, p, ctx.data_dir, device, dtype, batch_size, base)
 

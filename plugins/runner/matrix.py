@@ -20,6 +20,9 @@ unless the matrix sets it, so ``seeds: [0, 1, 2]`` means three independent train
 **Shared cells.** Two experiments may list the same cell (a control arm common to several cause
 experiments) when everything about it is equal; it runs once. The same name with other settings
 is an error.
+**Errors** name ``file:line``. A bad experiment, method, benchmark or split stops only what it
+names: :func:`load_matrix` keeps the valid experiments (``Matrix.problems`` lists the others) and
+:func:`expand_all` the valid cells; :func:`expand` is the strict form that refuses any problem.
 
 >>> cell = Cell("default", ModelSpec(name="alignscope-tiny-llava"), "world-pope", "random", (), "baseline",
 ...             "baseline", (), 0)
@@ -37,13 +40,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from plugins.api import record_name
 from plugins.config import StrictConfig, unknown
 
 __all__ = ["RunnerError", "Defaults", "ModelSpec", "BenchmarkSpec", "Experiment", "Matrix", "load_matrix", "Cell",
-           "freeze", "thaw", "expand", "DEFAULT_MATRIX"]
+           "freeze", "thaw", "expand", "expand_all", "DEFAULT_MATRIX"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MATRIX = REPO_ROOT / "plugins" / "reproduce.yaml"
@@ -90,35 +93,91 @@ class Matrix(StrictConfig):
     version: int = 1
     defaults: Defaults = Field(default_factory=Defaults)
     experiments: list[Experiment] = Field(min_length=1)
+    _path: Optional[Path] = PrivateAttr(default=None)  # the file it was read from, for file:line messages
+    _node: Any = PrivateAttr(default=None)  # its YAML node tree
+    _indices: list[int] = PrivateAttr(default_factory=list)  # each experiment's position in the file
+    _problems: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """``file:line: ...`` of every experiment left out because it is invalid."""
+        return list(self._problems)
+
+    def where(self, loc: Sequence[Any]) -> str:
+        """``file:line: `` of the value at ``loc`` (``experiments``, index, key, ...), or nothing without a file."""
+        if self._path is None:
+            return ""
+        return f"{self._path}:{_line_of(self._node, loc)}: "
+
+    def experiment_loc(self, position: int) -> list[Any]:
+        """The YAML location of ``experiments[position]`` (its index in the file, invalid ones counted)."""
+        return ["experiments", self._indices[position] if position < len(self._indices) else position]
 
 
 def load_matrix(path: Union[str, Path] = DEFAULT_MATRIX) -> Matrix:
-    """Read and validate a matrix file; every problem is reported as ``file:line: key: message``."""
+    """Read and validate a matrix file; every problem is reported as ``file:line: key: message``.
+
+    An invalid experiment is left out and named in ``Matrix.problems``; anything else wrong (the
+    YAML, the defaults, no valid experiment at all) raises :class:`RunnerError` with every line.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RunnerError(f"{path}: cannot read the matrix ({exc.strerror or exc})") from None
+        path = _shown(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunnerError(f"{path}: cannot read the matrix ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise RunnerError(f"{path}:{mark.line + 1 if mark else 1}: YAML syntax error: {exc.problem}") from None
+    except (yaml.YAMLError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise RunnerError(f"{path}:1: cannot read the matrix: {type(exc).__name__}: {exc}") from None
     if not isinstance(data, dict):
         raise RunnerError(f"{path}:1: expected a mapping with 'experiments' at the top level")
+    problems, kept, indices = [], [], []
+    experiments = data.get("experiments")
+    if isinstance(experiments, list):
+        for i, raw in enumerate(experiments):
+            try:
+                Experiment.model_validate(raw)
+            except ValidationError as exc:
+                problems += _located(exc, path, node, ["experiments", i])
+                continue
+            kept.append(raw)
+            indices.append(i)
+        if experiments and not kept:
+            raise RunnerError("\n".join(problems))
+        data = {**data, "experiments": kept}
     try:
-        return Matrix.model_validate(data)
+        matrix = Matrix.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "ModelSpec", "BenchmarkSpec", "list[str]", "none", "dict[str,any]")))]
-            key = ".".join(str(p) for p in loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            named = re.search(r"unknown keys? '([^']+)'", msg)  # StrictConfig reports unknown keys on their parent
-            where = _line_of(node, loc + [named.group(1)] if named else loc)
-            lines.append(f"{path}:{where}: {key}: {msg}")
-        raise RunnerError("\n".join(dict.fromkeys(lines))) from None
+        raise RunnerError("\n".join(dict.fromkeys(problems + _located(exc, path, node, [])))) from None
+    matrix._path, matrix._node, matrix._indices, matrix._problems = path, node, indices, problems
+    return matrix
+
+
+def _shown(path: Path) -> Path:
+    """``path`` as messages show it: relative to the working directory when it lies below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        return path
+
+
+def _located(exc: ValidationError, path: Path, node: Any, prefix: list[Any]) -> list[str]:
+    """``file:line: key: message`` for each error of ``exc``, raised for the value at ``prefix``."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + [p for p in err["loc"] if not (isinstance(p, str) and (
+            "[" in p or p in ("str", "ModelSpec", "BenchmarkSpec", "list[str]", "none", "dict[str,any]")))]
+        key = ".".join(str(p) for p in loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        named = re.search(r"unknown keys? '([^']+)'", msg)  # StrictConfig reports unknown keys on their parent
+        where = _line_of(node, loc + [named.group(1)] if named else loc)
+        lines.append(f"{path}:{where}: {key}: {msg}")
+    return list(dict.fromkeys(lines))
 
 
 def _line_of(node: Any, loc: Sequence[Any]) -> int:
@@ -170,57 +229,80 @@ def thaw(items: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
 def expand(matrix: Matrix, only: Optional[str] = None) -> list[Cell]:
     """Every cell of the matrix (in file order), optionally only those whose name matches the glob ``only``.
 
-    Unknown methods, benchmarks and splits are reported together, with suggestions.
+    Strict: any problem of the matrix (see :func:`expand_all`) raises :class:`RunnerError` with all of them.
+    """
+    cells, problems = expand_all(matrix)
+    if problems:
+        raise RunnerError("\n".join(problems))
+    if only:
+        cells = [c for c in cells if fnmatch.fnmatchcase(c.name, only) or fnmatch.fnmatchcase(c.name, f"*{only}*")]
+    return cells
+
+
+def expand_all(matrix: Matrix) -> tuple[list[Cell], list[str]]:
+    """``(cells, problems)``: every cell the matrix can run, and ``file:line: ...`` for what it cannot.
+
+    Problems are the experiments :func:`load_matrix` left out, unknown methods, benchmarks and
+    splits (with suggestions), and one cell name given two different settings; each stops only
+    the cells it names.
     """
     from plugins.registry import RegistryError, get_benchmark, list_benchmarks, list_methods
 
     cells: list[Cell] = []
-    problems: list[str] = []
+    problems: list[str] = list(matrix.problems)
     seen: dict[str, Cell] = {}
-    for exp in matrix.experiments:
+    methods_known = list_methods()
+    for position, exp in enumerate(matrix.experiments):
+        at = matrix.experiment_loc(position)
+        labels = {}
         for label, params in exp.methods.items():
             plugin = (params or {}).get("use", label)
-            if plugin not in list_methods():
-                problems.append(f"experiment {exp.name!r}: method {label!r}: {unknown('method', plugin, list_methods())}")
+            if plugin in methods_known:
+                labels[label] = params
+                continue
+            loc = at + ["methods", label] + (["use"] if "use" in (params or {}) else [])
+            problems.append(f"{matrix.where(loc)}experiment {exp.name!r}: method {label!r}: "
+                            f"{unknown('method', plugin, methods_known)}")
         for bench, spec in exp.benchmarks.items():
             if bench not in list_benchmarks():
-                problems.append(f"experiment {exp.name!r}: {unknown('benchmark', bench, list_benchmarks())}")
+                problems.append(f"{matrix.where(at + ['benchmarks', bench])}experiment {exp.name!r}: "
+                                f"{unknown('benchmark', bench, list_benchmarks())}")
                 continue
             spec = spec if isinstance(spec, BenchmarkSpec) else BenchmarkSpec(splits=spec)
             try:
                 splits_all = get_benchmark(bench).splits
             except RegistryError as exc:
-                problems.append(str(exc))
+                problems.append(f"{matrix.where(at + ['benchmarks', bench])}{exc}")
                 continue
-            for split in spec.splits or splits_all:
+            listed = isinstance(exp.benchmarks[bench], BenchmarkSpec)
+            for j, split in enumerate(spec.splits or splits_all):
                 if split not in splits_all:
-                    problems.append(f"experiment {exp.name!r}: benchmark {bench!r}: {unknown('split', split, splits_all)}")
+                    loc = at + ["benchmarks", bench] + (["splits"] if listed else []) + [j]
+                    problems.append(f"{matrix.where(loc)}experiment {exp.name!r}: benchmark {bench!r}: "
+                                    f"{unknown('split', split, splits_all)}")
                     continue
                 for model in exp.models:
                     model = model if isinstance(model, ModelSpec) else ModelSpec(name=model)
-                    for label, params in exp.methods.items():
+                    for label, params in labels.items():
                         params = dict(params or {})
                         plugin = params.pop("use", label)
                         for seed in exp.seeds:
                             cell_params = params
-                            if "seed" not in params and plugin in list_methods() and _has_seed(plugin):
+                            if "seed" not in params and _has_seed(plugin):
                                 cell_params = {**params, "seed": seed}  # a training run per matrix seed
                             cell = Cell(exp.name, model, bench, split, freeze(spec.options), label, plugin,
                                         freeze(cell_params), seed)
                             if cell.name in seen:
                                 if dataclasses.replace(seen[cell.name], experiment=exp.name) == cell:
                                     continue  # the same cell shared by two experiments (a common control) runs once
-                                problems.append(f"cell {cell.name} appears in experiments {seen[cell.name].experiment!r} "
-                                                f"and {exp.name!r} with different settings, expected each cell once "
-                                                "(give one method another label)")
+                                problems.append(f"{matrix.where(at + ['methods', label])}cell {cell.name} appears in "
+                                                f"experiments {seen[cell.name].experiment!r} and {exp.name!r} with "
+                                                "different settings, expected each cell once (give one method another "
+                                                "label); the second is left out")
                                 continue
                             seen[cell.name] = cell
                             cells.append(cell)
-    if problems:
-        raise RunnerError("\n".join(dict.fromkeys(problems)))
-    if only:
-        cells = [c for c in cells if fnmatch.fnmatchcase(c.name, only) or fnmatch.fnmatchcase(c.name, f"*{only}*")]
-    return cells
+    return cells, list(dict.fromkeys(problems))
 
 
 def _has_seed(plugin: str) -> bool:

@@ -14,7 +14,8 @@ error     the cell cannot even be fingerprinted (a missing checkpoint or data)  
 ========  =====================================================================  ===============
 
 A stale cell says why (:attr:`CellPlan.reason`): the modules whose code changed, or the
-checkpoint, the data, or the settings.
+checkpoint, the data, or the settings — or that its record is current but its predictions file
+is missing or no longer hashes to what the record says (a damaged result re-runs).
 
 **The index.** :func:`write_index` writes ``results/index.json``: every cell of the matrix with
 its state and fingerprint. The site reads it to mark stale and failed results, so building the
@@ -35,13 +36,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
-from plugins.api import ERROR_SUFFIX, INDEX_NAME, INDEX_VERSION
+from plugins.api import ERROR_SUFFIX, INDEX_NAME, INDEX_VERSION, predictions_problem
 from plugins.runner.fingerprint import FINGERPRINT_VERSION, Context, cell_identity
-from plugins.runner.matrix import Cell, Matrix, ModelSpec, RunnerError, expand, load_matrix
+from plugins.runner.matrix import Cell, ModelSpec, RunnerError, expand_all, load_matrix
 
-__all__ = ["CellPlan", "plan", "plan_matrix", "matching", "error_path", "write_index", "INDEX_NAME", "INDEX_VERSION",
+__all__ = ["CellPlan", "Planned", "plan", "plan_matrix", "matching", "error_path", "write_index", "INDEX_NAME", "INDEX_VERSION",
            "STATE_OF"]
 
 STATE_OF = {"cached": "current", "stale": "stale", "new": "missing", "failed": "failed", "error": "error"}
@@ -92,9 +93,13 @@ def _why_stale(stored: dict[str, Any], identity: dict[str, Any]) -> str:
 
 
 def _status(cell: Cell, fingerprint: str, identity: dict[str, Any], results_dir: Path) -> CellPlan:
-    stored = _read_json(Path(results_dir) / f"{cell.name}.json")
+    record_path = Path(results_dir) / f"{cell.name}.json"
+    stored = _read_json(record_path)
     if stored is not None and stored.get("fingerprint") == fingerprint:
-        return CellPlan(cell, fingerprint, "cached", identity=identity)
+        damaged = predictions_problem(record_path, stored)
+        if damaged is None:
+            return CellPlan(cell, fingerprint, "cached", identity=identity)
+        return CellPlan(cell, fingerprint, "stale", identity=identity, reason=damaged)
     failure = _read_json(error_path(results_dir, cell.name))
     if failure is not None and failure.get("fingerprint") == fingerprint:
         return CellPlan(cell, fingerprint, "failed", str(failure.get("error", "")), identity)
@@ -104,24 +109,28 @@ def _status(cell: Cell, fingerprint: str, identity: dict[str, Any], results_dir:
     return CellPlan(cell, fingerprint, "new", identity=identity)
 
 
+def _identify(cell: Cell, ctx: Context) -> tuple[Cell, str, dict[str, Any], str]:
+    """``(cell, fingerprint, identity, error)``; a cell that cannot be fingerprinted has an error and no fingerprint."""
+    try:
+        fp, _, identity = cell_identity(cell, ctx)
+    except (RunnerError, ValueError, OSError) as exc:  # says what is missing and where it looked
+        return cell, "", {}, str(exc)
+    except Exception as exc:  # noqa: BLE001 - any other failure is this cell's alone too
+        return cell, "", {}, f"{type(exc).__name__}: {exc}"
+    return cell, fp, dict(identity), ""
+
+
+def _planned(cell: Cell, fingerprint: str, identity: dict[str, Any], error: str, results_dir: Path) -> CellPlan:
+    return CellPlan(cell, "", "error", error) if error else _status(cell, fingerprint, identity, results_dir)
+
+
 def plan(cells: Sequence[Cell], results_dir: Path, ctx: Context) -> list[CellPlan]:
     """Which cells must run: compares each cell's fingerprint with its record in ``results_dir``.
 
     A cell that cannot even be fingerprinted (missing checkpoint or data) gets status ``error``
     and does not stop the others.
     """
-    out = []
-    for cell in cells:
-        try:
-            fp, _, identity = cell_identity(cell, ctx)
-        except (RunnerError, ValueError, OSError) as exc:  # says what is missing and where it looked
-            out.append(CellPlan(cell, "", "error", str(exc)))
-            continue
-        except Exception as exc:  # noqa: BLE001 - any other failure is this cell's alone too
-            out.append(CellPlan(cell, "", "error", f"{type(exc).__name__}: {exc}"))
-            continue
-        out.append(_status(cell, fp, dict(identity), results_dir))
-    return out
+    return [_planned(*_identify(cell, ctx), results_dir) for cell in cells]
 
 
 # ---------------------------------------------------------------- the memo
@@ -202,12 +211,20 @@ def matching(plans: Sequence[CellPlan], only: Optional[str]) -> list[CellPlan]:
     return [p for p in plans if fnmatch.fnmatchcase(p.cell.name, only) or fnmatch.fnmatchcase(p.cell.name, f"*{only}*")]
 
 
+class Planned(NamedTuple):
+    """What :func:`plan_matrix` returns."""
+
+    plans: list[CellPlan]
+    ctx: Optional[Context]  # None when the plan came from the memo: a caller that runs cells makes one afresh
+    problems: list[str]  # ``file:line: ...`` of what in the matrix cannot run (the rest can)
+
+
 def plan_matrix(matrix_path: Path, results_dir: Path, *, only: Optional[str] = None, dtype: Optional[str] = None,
-                data_dir: Optional[Path] = None, use_memo: bool = True) -> tuple[list[CellPlan], Optional[Context]]:
+                data_dir: Optional[Path] = None, use_memo: bool = True) -> Planned:
     """The plan of every cell of a matrix file (those matching ``only``), memoised as the module docstring says.
 
-    Returns ``(plans, context)``; the context is None when the plan came from the memo (nothing
-    was imported or built) and must then be made afresh by a caller that runs cells.
+    Experiments, methods, benchmarks or splits the matrix gets wrong are ``problems``, located;
+    they stop only the cells they name (and keep the plan out of the memo, so it is checked again).
     """
     from plugins.files import recording, save_hash_cache, write_atomic
 
@@ -219,22 +236,21 @@ def plan_matrix(matrix_path: Path, results_dir: Path, *, only: Optional[str] = N
         if memo is not None and _memo_valid(memo, key):
             entries = [(_cell_from_json(e["cell"]), e["fingerprint"], e["identity"]) for e in memo["cells"]]
             save_hash_cache()
-            return matching([_status(cell, fp, identity, results_dir) for cell, fp, identity in entries], only), None
+            plans = [_status(cell, fp, identity, results_dir) for cell, fp, identity in entries]
+            return Planned(matching(plans, only), None, [])
     matrix = load_matrix(matrix_path)
     dtype = dtype or matrix.defaults.dtype
-    try:
-        cells = expand(matrix)
-    except RunnerError as exc:
-        raise RunnerError("\n".join(f"{matrix_path}: {line}" for line in str(exc).splitlines())) from None
+    cells, problems = expand_all(matrix)
     ctx = Context(data_dir, dtype)
     for bench in {(c.benchmark, c.benchmark_options): c for c in cells}.values():
         try:
             ctx.benchmark(bench).prepare()  # generate the world's test sets before hashing them
         except (ValueError, OSError):
             pass  # reported per cell by plan()
-    with recording() as hashed:
-        plans = plan(cells, results_dir, ctx)
-    if use_memo and key is not None and not any(p.status == "error" for p in plans):
+    with recording() as hashed:  # what the fingerprints depend on; the results themselves are checked afresh each time
+        identified = [_identify(cell, ctx) for cell in cells]
+    plans = [_planned(*entry, results_dir) for entry in identified]
+    if use_memo and key is not None and not problems and not any(p.status == "error" for p in plans):
         checkpoints = {}
         for (name, path), (directory, _) in ctx._checkpoints.items():
             where = path if path is not None else _registered_checkpoint(name)
@@ -247,7 +263,7 @@ def plan_matrix(matrix_path: Path, results_dir: Path, *, only: Optional[str] = N
         except OSError:
             pass  # a read-only cache: plan afresh next time
     save_hash_cache()
-    return matching(plans, only), ctx
+    return Planned(matching(plans, only), ctx, problems)
 
 
 def _registered_checkpoint(name: str) -> str:

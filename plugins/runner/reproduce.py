@@ -4,6 +4,11 @@
 an unchanged matrix is answered without importing torch), runs the cells whose fingerprint has
 no record yet with one of the executors (:mod:`plugins.runner.executors`), and rewrites
 ``results/index.json`` with every cell's state.
+
+**One run at a time per results folder.** A run holds a lock on ``results/`` (:data:`LOCK_NAME`,
+see :func:`plugins.files.exclusive`) from its first write to its last; a second run started
+meanwhile says who holds it and waits (``wait=False``: refuses at once). ``--dry-run`` never
+waits: while a run holds the lock it plans but leaves the index to that run.
 """
 from __future__ import annotations
 
@@ -12,33 +17,41 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from plugins.config import unknown
+from plugins.files import Busy, exclusive
 from plugins.runner.executors import (
     RunSummary, input_counts, provenance_base, run_in_processes, run_local, run_on_ray,
 )
 from plugins.runner.fingerprint import Context
 from plugins.runner.matrix import DEFAULT_MATRIX, RunnerError, load_matrix
-from plugins.runner.plan import CellPlan, matching, plan_matrix, write_index
+from plugins.runner.plan import CellPlan, Planned, matching, plan_matrix, write_index
 
 __all__ = ["run", "dry_run", "summary_table", "stale_cells", "DEFAULT_RESULTS", "EXECUTORS"]
 
 DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "results"
+LOCK_NAME = ".reproduce.lock"
+"""The lock file of a results folder, held by the run writing into it."""
 EXECUTORS = ("local", "ray")
 
 
 def dry_run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] = None,
             results_dir: Union[str, Path] = DEFAULT_RESULTS, dtype: Optional[str] = None,
-            data_dir: Optional[Path] = None) -> list[CellPlan]:
-    """The plan of every cell (matching ``only``), as ``reproduce --dry-run`` lists it; refreshes the index."""
+            data_dir: Optional[Path] = None, echo: Callable[[str], None] = print) -> Planned:
+    """The plan of every cell (matching ``only``) and the matrix's problems, as ``reproduce --dry-run``
+    lists them; refreshes the index unless a run is writing ``results_dir`` (then says so)."""
     results_dir = Path(results_dir)
-    plans, _ = plan_matrix(Path(matrix_path), results_dir, dtype=dtype, data_dir=data_dir)
-    write_index(results_dir, plans, Path(matrix_path))
-    return matching(plans, only)
+    planned = plan_matrix(Path(matrix_path), results_dir, dtype=dtype, data_dir=data_dir)
+    try:
+        with exclusive(results_dir / LOCK_NAME, str(results_dir), wait=False):
+            write_index(results_dir, planned.plans, Path(matrix_path))
+    except Busy as exc:
+        echo(f"note: {exc}; this plan may change as it finishes, and the index is left to it")
+    return planned._replace(plans=matching(planned.plans, only))
 
 
 def stale_cells(results_dir: Path = DEFAULT_RESULTS, matrix_path: Path = DEFAULT_MATRIX,
                 data_dir: Optional[Path] = None) -> frozenset[str]:
     """Cells of the matrix whose stored record no longer matches the code, config, checkpoint or data."""
-    plans, _ = plan_matrix(Path(matrix_path), Path(results_dir), data_dir=data_dir)
+    plans = plan_matrix(Path(matrix_path), Path(results_dir), data_dir=data_dir).plans
     return frozenset(p.cell.name for p in plans if p.status == "stale")
 
 
@@ -46,12 +59,13 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
         results_dir: Union[str, Path] = DEFAULT_RESULTS, device: Optional[str] = None, dtype: Optional[str] = None,
         batch_size: Optional[int] = None, data_dir: Optional[Path] = None, force: bool = False,
         progress: bool = True, executor: str = "local", gpus_per_cell: float = 0, jobs: int = 1,
-        echo: Callable[[str], None] = print) -> RunSummary:
+        wait: bool = True, echo: Callable[[str], None] = print) -> RunSummary:
     """Run every cell of the matrix that is not current; see the module docstring.
 
     ``executor``: ``local`` (this machine: in this process, model by model, or with ``jobs`` > 1
     in that many worker processes) or ``ray`` (one Ray task per cell, ``gpus_per_cell`` GPUs
-    each). Only the in-process run shows per-input progress; the others count cells.
+    each). Only the in-process run shows per-input progress; the others count cells. While another
+    run holds ``results_dir``, wait for it (``wait``) or raise :class:`RunnerError`.
     """
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise RunnerError(f"jobs is {jobs!r}, expected a positive number of worker processes")
@@ -60,24 +74,39 @@ def run(matrix_path: Union[str, Path] = DEFAULT_MATRIX, *, only: Optional[str] =
     t_start = time.perf_counter()
     matrix_path = Path(matrix_path)
     results_dir = Path(results_dir)
-    if results_dir.is_dir():  # temporary files of a run killed mid-write (never a finished cell: those are renamed)
-        for leftover in results_dir.rglob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
-    everything, ctx = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir)
+    try:
+        with exclusive(results_dir / LOCK_NAME, str(results_dir), wait=wait, on_wait=echo):
+            summary = _run_locked(matrix_path, only, results_dir, device, dtype, batch_size, data_dir, force,
+                                  progress, executor, gpus_per_cell, jobs, echo)
+    except Busy as exc:
+        raise RunnerError(f"{exc}; not started (run again when it has finished, or let it wait)") from None
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _run_locked(matrix_path: Path, only: Optional[str], results_dir: Path, device: Optional[str],
+                dtype: Optional[str], batch_size: Optional[int], data_dir: Optional[Path], force: bool,
+                progress: bool, executor: str, gpus_per_cell: float, jobs: int,
+                echo: Callable[[str], None]) -> RunSummary:
+    """:func:`run`, with ``results_dir`` held by this process."""
+    for leftover in results_dir.rglob(".*.tmp"):  # of a run killed mid-write (never a finished cell: those are renamed)
+        leftover.unlink(missing_ok=True)
+    everything, ctx, problems = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir)
     plans = matching(everything, only)
-    if not plans:
+    if not plans and not problems:
         raise RunnerError(f"no cell of {matrix_path} matches --only {only!r}" if only else f"{matrix_path} has no cells")
+    for problem in problems:
+        echo(f"not run: {problem}")
     todo = [p for p in plans if p.status != "error" and (force or p.status != "cached")]
     summary = RunSummary(cached=[p.cell.name for p in plans if p.status == "cached" and not force],
-                         failed=[(p.cell.name, p.error) for p in plans if p.status == "error"])
+                         failed=[(p.cell.name, p.error) for p in plans if p.status == "error"], problems=problems)
     if summary.cached:
         echo(f"{len(summary.cached)} of {len(plans)} cells unchanged (fingerprints match): skipped")
     if todo:
         _run_cells(todo, ctx, matrix_path, results_dir, device, dtype, batch_size, data_dir, progress, executor,
                    gpus_per_cell, jobs, summary)
-        everything, _ = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir)
+        everything = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir).plans
     write_index(results_dir, everything, matrix_path)  # every cell of the matrix, whatever --only ran
-    summary.seconds = time.perf_counter() - t_start
     return summary
 
 
