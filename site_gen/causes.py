@@ -16,6 +16,7 @@ side, and *not confirmed* otherwise.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from statistics import fmean, stdev
 from typing import Optional
@@ -98,9 +99,7 @@ class CauseResult:
     def measure_text(self) -> str:
         return describe(self.experiment.measure, self.experiment.minus)
 
-    @property
-    def anchor(self) -> str:
-        return f"{self.cause.replace('/', '-')}--{self.experiment.experiment}"
+    anchor: str = ""  # HTML id of its section, unique on the page (set by cause_results)
 
 
 def _value(index: dict, label: str, m: Measure, seed: int) -> Optional[float]:
@@ -112,6 +111,7 @@ def cause_results(kb: KnowledgeBase, records: list[ResultRecord], stale_cells: f
     """Every cause experiment of the knowledge base with what the records say about it (empty rows if not run)."""
     index = {(r.method, r.benchmark, r.split, r.seed): r for r in records}
     out = []
+    anchors: set[str] = set()
     for full, node in sorted(kb.taxonomy.items()):
         for exp in node.experiments:
             seeds = sorted({s for (label, b, sp, s) in index if label in (exp.control, exp.treated)})
@@ -137,8 +137,21 @@ def cause_results(kb: KnowledgeBase, records: list[ResultRecord], stale_cells: f
                 mean = low = high = None
             out.append(CauseResult(full, node, exp, rows, mean, low, high,
                                    verdict(exp.expect, low, high) if rows else "not run yet",
-                                   any(r.cell in stale_cells for r in used), sorted({r.cell: r for r in used}.values(), key=lambda r: r.cell)))
+                                   any(r.cell in stale_cells for r in used), sorted({r.cell: r for r in used}.values(), key=lambda r: r.cell),
+                                   _unique_anchor(full, exp, anchors)))
     return out
+
+
+def _unique_anchor(cause: str, exp: CauseExperiment, taken: set[str]) -> str:
+    """``cause--experiment--benchmark-split-metric``, numbered when two experiments of a cause measure the same."""
+    m = exp.measure
+    base = re.sub(r"[^a-z0-9-]+", "-", f"{cause.replace('/', '-')}--{exp.experiment}--{m.benchmark}-{m.split}-{m.metric}".lower())
+    anchor, n = base, 1
+    while anchor in taken:
+        n += 1
+        anchor = f"{base}-{n}"
+    taken.add(anchor)
+    return anchor
 
 
 def cause_arms(kb: KnowledgeBase) -> frozenset[str]:

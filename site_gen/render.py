@@ -69,8 +69,13 @@ def record_page(kind: str, ident: str) -> str:
 
 
 def plain_title(text: str) -> str:
-    """Front-matter title for nav and <title>: markup characters removed, one line."""
-    return re.sub(r"[<>&\"'`\\{}\[\]]", "", " ".join(text.split()))[:150]
+    """Front-matter title for nav and <title>: markup characters removed, one line (apostrophes kept:
+    "The survey's tables"), as a quoted YAML string.
+
+    >>> print(plain_title("The survey's tables [draft]"))
+    "The survey's tables draft"
+    """
+    return json.dumps(re.sub(r"[<>&\"`\\{}\[\]]", "", " ".join(text.split()))[:150], ensure_ascii=False)
 
 
 def bibtex(p: Paper) -> str:
@@ -149,6 +154,16 @@ class Renderer:
                     self._reported.setdefault((field, getattr(r, field)), []).append((pid, r))
 
     # ------------------------------------------------------------ helpers used by templates
+    def embedded_parameters(self, model: str) -> Optional[int]:
+        """Parameter count of ``model`` when it is a checkpoint committed here (the embedded tiny model), else None."""
+        card = self.guide.checkpoints.get(model) if self.guide is not None else None
+        total = ((card or {}).get("log") or {}).get("parameters", {}).get("total")
+        return total if isinstance(total, int) else None
+
+    def page(self, here: str, page: str) -> str:
+        """Relative URL from page ``here`` to the generated page ``page`` (e.g. ``embedded-model.md``)."""
+        return rel_url(here, page)
+
     def link(self, here: str, kind: str, ident: str) -> dict:
         """``{"href", "label"}`` for a record, or a plain label if there is no page for it."""
         if kind == "taxonomy":
@@ -165,7 +180,7 @@ class Renderer:
         # One HTML block with no blank line, so Markdown never parses record text.
         body = "\n".join(line for line in body.splitlines() if line.strip())
         hide = "hide:\n  - toc\n" if wide else ""
-        self.pages[page] = f"---\ntitle: \"{plain_title(title)}\"\n{hide}---\n\n<div class=\"as-page\">\n{body}\n</div>\n"
+        self.pages[page] = f"---\ntitle: {plain_title(title)}\n{hide}---\n\n<div class=\"as-page\">\n{body}\n</div>\n"
 
     def cite(self, here: str, pid: str) -> dict:
         """A short author-year link to a paper (``Shu et al., 2025``), for table cells."""

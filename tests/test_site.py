@@ -1,6 +1,7 @@
 """The generated site: a page per record, escaping, determinism, golden pages, a strict mkdocs build."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -234,7 +235,7 @@ def test_cause_experiments_get_effects_with_intervals_and_stay_out_of_method_tab
     # mean +35.00, sd 5, t(2) = 4.303: half-width 4.303 * 5 / sqrt(3) = 12.42
     assert ">3<" in row and "+35.00" in row and "[+22.58, +47.42]" in row and "confirmed" in row
     assert "Not run yet" in causes  # the other causes have no records here
-    assert (docs / "plots" / "cause-cause-data-imbalance--cause-imbalance.svg").is_file()
+    assert (docs / "plots" / "cause-cause-data-imbalance--cause-imbalance--world-pope-random-yes-ratio.svg").is_file()
     reproduction = (docs / "reproduction.md").read_text()
     assert "yes-biased" not in reproduction and "world-diagnostics" not in reproduction and "75.0" in reproduction
     diagnostics = (docs / "diagnostics.md").read_text()
@@ -243,3 +244,38 @@ def test_cause_experiments_get_effects_with_intervals_and_stay_out_of_method_tab
     vcd = (docs / "methods" / "vcd.md").read_text()
     assert "Why: diagnostics beside the baseline" in vcd and "0.520 → 3.500" in vcd and "70.0 → 69.0" in vcd
     assert (docs / "plots" / "diagnostics-tiny-test-model-pope-adversarial-image_attention-vcd.svg").is_file()
+
+
+@pytest.fixture(scope="module")
+def generated_checkout(tmp_path_factory):
+    """A copy of the checkout (records, results, model card) with its pages generated."""
+    from site_gen.render import generate_checkout
+    from tests.site_fixtures import copy_checkout
+
+    root = copy_checkout(tmp_path_factory.mktemp("generated"))
+    kb, _ = load_knowledge_base(root)
+    generate_checkout(root, kb)
+    return root, kb
+
+
+def test_every_cause_experiment_has_its_own_section_and_plot(generated_checkout):
+    """Two experiments of one cause (ability gap: visual dependence and accuracy) get two ids and two plots."""
+    import re
+
+    root, kb = generated_checkout
+    page = (root / DOCS_DIR / "causes.md").read_text()
+    ids = re.findall(r'<h2 id="([^"]+)"', page)
+    plots = re.findall(r'<img class="as-plot" src="([^"]+)"', page)
+    assert len(ids) == len(set(ids)) == sum(len(n.experiments) for n in kb.taxonomy.values())
+    assert len([i for i in ids if "ability-gap" in i]) == 2
+    assert len(plots) == len(set(plots)) >= 2 and all(f'href="#{i}"' in page for i in ids)
+
+
+def test_the_reproduction_page_says_its_numbers_are_the_tiny_models_on_the_synthetic_world(generated_checkout):
+    root, _ = generated_checkout
+    total = json.loads((root / "plugins/models/checkpoints/alignscope-tiny-llava/training_log.json").read_text())["parameters"]["total"]
+    page = (root / DOCS_DIR / "reproduction.md").read_text()
+    notice = page[page.index('<div class="admonition warning">'):]
+    notice = notice[:notice.index("</div>")]
+    assert "not LLaVA-1.5-7B" in notice and f"{total:,} parameters" in notice and 'href="../embedded-model/"' in notice
+    assert page.count(f"(the embedded tiny model, {total:,} parameters, on the synthetic world)") >= 3
