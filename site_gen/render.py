@@ -160,10 +160,6 @@ class Renderer:
         total = ((card or {}).get("log") or {}).get("parameters", {}).get("total")
         return total if isinstance(total, int) else None
 
-    def page(self, here: str, page: str) -> str:
-        """Relative URL from page ``here`` to the generated page ``page`` (e.g. ``embedded-model.md``)."""
-        return rel_url(here, page)
-
     def link(self, here: str, kind: str, ident: str) -> dict:
         """``{"href", "label"}`` for a record, or a plain label if there is no page for it."""
         if kind == "taxonomy":

@@ -26,6 +26,7 @@ pytest.importorskip("torch")
 
 from plugins import runner  # noqa: E402
 from plugins.files import Busy, exclusive  # noqa: E402
+from plugins.registry import list_methods  # noqa: E402
 
 from tests.runner_fixtures import FIXTURE, env, run, write_matrix  # noqa: E402,F401  (env: a fixture)
 
@@ -242,7 +243,7 @@ def test_matrix_typos_are_located_and_the_valid_experiments_run(env, tmp_path):
         f"{path}:{line_of('seeds: [-1]')}: experiments.3.seeds: seeds are [-1], expected a non-empty list of "
         "non-negative integers",
         f"{path}:{line_of('vcdd')}: experiment 'typo-in-a-method': method 'vcdd': unknown method 'vcdd'; "
-        "did you mean 'vcd'? allowed: " + ", ".join(sorted(__import__("plugins.registry").registry.list_methods())),
+        "did you mean 'vcd'? allowed: " + ", ".join(sorted(list_methods())),
         f"{path}:{line_of('[randon]')}: experiment 'typo-in-a-split': benchmark 'world-pope': unknown split "
         "'randon'; did you mean 'random'? allowed: adversarial, popular, random",
     ]

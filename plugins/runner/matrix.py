@@ -141,11 +141,10 @@ def load_matrix(path: Union[str, Path] = DEFAULT_MATRIX) -> Matrix:
     if isinstance(experiments, list):
         for i, raw in enumerate(experiments):
             try:
-                Experiment.model_validate(raw)
+                kept.append(Experiment.model_validate(raw))  # validated once: Matrix takes the instances as they are
             except ValidationError as exc:
                 problems += _located(exc, path, node, ["experiments", i])
                 continue
-            kept.append(raw)
             indices.append(i)
         if experiments and not kept:
             raise RunnerError("\n".join(problems))
