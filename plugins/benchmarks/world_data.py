@@ -28,7 +28,8 @@ stream (what a model could have learned them from).
 **Attribute and relation probes** (the survey's attribute and relation levels) on the first
 :data:`N_PROBE_IMAGES` test scenes: two colour questions per scene, one true and one false, the
 false colour either random or the colour the shape usually has (*adversarial*: a
-knowledge-conflict probe); two relation questions per scene with an unambiguous pair, one true and
+knowledge-conflict probe), then (since v2) two size questions, one true and one false, the false
+size random or the size most frequent for the shape; two relation questions per scene with an unambiguous pair, one true and
 its opposite (*opposite*). **Captions**: the first :data:`N_CAPTION_IMAGES` probe scenes, scored
 with CHAIR-style metrics against ``scenes.jsonl``.
 
@@ -52,13 +53,13 @@ from plugins.benchmarks.questions import QuestionFileBenchmark
 from plugins.files import file_sha256, write_atomic
 from plugins.world import (
     CAPTION_PROMPT, Scene, SceneSampler, WorldConfig, WorldStats, attribute_questions, encode_png,
-    existence_questions, relation_questions, render,
+    existence_questions, relation_questions, render, size_questions,
 )
 
 __all__ = ["TEST_SET_VERSION", "WorldTestSet", "build_test_set", "load_test_set", "WorldConfigOption", "WorldBenchmark",
            "ATTRIBUTE_SPLITS", "RELATION_SPLITS", "CAPTION_SPLITS"]
 
-TEST_SET_VERSION = "v1"
+TEST_SET_VERSION = "v2"
 N_POPE_IMAGES = 500  # as POPE: 500 images x 6 questions = 3,000 questions per split
 MIN_POPE_OBJECTS = 3  # POPE's images have at least three ground-truth objects
 N_PROBE_IMAGES = 500  # attribute and relation probes: first 500 test scenes (2 questions each)
@@ -143,7 +144,8 @@ def build_test_set(world: WorldConfig, root: Path) -> Path:
         scene = sampler.sample_split("test", index)
         image = image_of(index, scene)
         for split in ATTRIBUTE_SPLITS:
-            qs = attribute_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5)
+            qs = (attribute_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5)
+                  + size_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5))
             attr_rows[split] += [(image, q.text, q.answer) for q in qs]
         rel_rows += [(image, q.text, q.answer) for q in relation_questions(scene, world, n=2, yes_ratio=0.5)]
         if index < N_CAPTION_IMAGES:

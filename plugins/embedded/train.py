@@ -58,6 +58,7 @@ from plugins.models.data import (
     TRAIN_STREAM, Example, WorldData, build_world_data, caption_example, collate, hard_negative_captions,
     pad_batch, question_example, region_labels, text_examples,
 )
+from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
 from plugins.models.loop import StageConfig, index_batches, length_grouped_batches, run_stage, seed_everything
 from plugins.models.tiny_llava import (
     TinyLlavaConfig, assemble_llava, build_clip, build_lm, count_parameters, parameter_counts,
@@ -69,7 +70,7 @@ from plugins.world.scene import stream_rng
 __all__ = ["TrainConfig", "train_default", "train", "pretrain_lm", "train_vision", "tune_projector", "tune_end_to_end",
            "STAGE1_OBJECTIVES", "DEFAULT_CHECKPOINT", "TRAINING_ROOTS", "training_code"]
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "alignscope-tiny-llava"  # = checkpoints.TINY_LLAVA_CHECKPOINT
+DEFAULT_CHECKPOINT = TINY_LLAVA_CHECKPOINT  # plugins/models/checkpoints/alignscope-tiny-llava, the committed model
 
 
 def default_world() -> WorldConfig:
@@ -89,12 +90,14 @@ class TrainConfig(StrictConfig):
     stage1_objective: Literal["contrastive-regions+labels", "contrastive-regions", "contrastive-global", "supervised-regions"] = "supervised-regions"  # see train_vision (measured comparison in the docstring)
     hard_negatives: int = Field(default=0, ge=0, le=3)  # stage 1: one-fact-wrong captions per image as extra negatives
     projector: StageConfig = StageConfig(steps=100, batch_size=32, lr=5e-3)  # stage 2 (projector only)
-    end_to_end: StageConfig = StageConfig(steps=750, batch_size=32, lr=4e-4, warmup=50, weight_decay=0.01)  # stage 3
+    end_to_end: StageConfig = StageConfig(steps=1200, batch_size=32, lr=4e-4, warmup=50, weight_decay=0.01)  # stage 3
     projector_caption_share: float = Field(default=0.25, ge=0, le=1)  # stage 2: share of caption examples (rest: questions)
     caption_share: float = Field(default=0.25, ge=0, le=1)  # stage 3: share of caption examples (rest: questions)
     noisy_image_captions: bool = True  # stages 2-3 caption targets are the world's noisy captions (data imperfection)
     no_context_prob: float = Field(default=0.25, ge=0, le=1)  # stage 0: share of question blocks without caption context
-    questions: tuple[int, int, int] = (8, 2, 1)  # object, attribute, relation questions per training conversation
+    questions: tuple[int, int, int] = (6, 2, 2)  # object, colour, relation questions per training conversation (2 relations: one yes, one no)
+    size_questions: int = Field(default=2, ge=0)  # size questions per training conversation ("is the star small ?")
+    suffix_prob: float = Field(default=0.5, ge=0, le=1)  # stages 0, 2, 3: share of questions followed by an instruction suffix (INSTRUCTION_SUFFIXES)
     lm_questions: int = Field(default=4, ge=1)  # stage 0: single-turn question examples per scene (the first of the mix above)
     group_by_length: int = Field(default=16, ge=1)  # stages 0, 2, 3: batch similar lengths, this many batches per window (1: off)
     threads: int = Field(default=2, ge=1)  # torch.set_num_threads (times in the model card are for this many)
@@ -150,7 +153,8 @@ def pretrain_lm(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: d
     lm = build_lm(config.model, vocab)
     n_obj, n_attr, n_rel = config.questions
     examples = [ex for i in range(len(data.scenes))
-                for ex in text_examples(data, i, enc, config.no_context_prob, n_obj, n_attr, n_rel, config.lm_questions)]
+                for ex in text_examples(data, i, enc, config.no_context_prob, n_obj, n_attr, n_rel, config.lm_questions,
+                                        n_size=config.size_questions, suffix_prob=config.suffix_prob)]
     batches = lm_batches(examples, data, config.lm_pretrain, config.seed, enc.pad_id, config.group_by_length)
 
     def loss_fn(step: int) -> torch.Tensor:
@@ -321,7 +325,8 @@ def image_examples(config: TrainConfig, data: WorldData, enc: WordEncoder, capti
         if rng.random() < caption_share:
             examples.append(caption_example(data, i, enc, n_img, noisy=config.noisy_image_captions))
         else:
-            examples.append(question_example(data, i, enc, n_img, n_obj, n_attr, n_rel))
+            examples.append(question_example(data, i, enc, n_img, n_obj, n_attr, n_rel, n_size=config.size_questions,
+                                             suffix_prob=config.suffix_prob))
     return examples
 
 

@@ -29,9 +29,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from plugins.world.config import GRAMMAR_WORDS, WorldConfig
+from plugins.world.config import GRAMMAR_WORDS, INSTRUCTION_WORDS, WorldConfig
 from plugins.world.scene import (
-    ATTRIBUTE_STREAM, CAPTION_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM,
+    ATTRIBUTE_STREAM, CAPTION_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
     Relation, Scene, SceneObject, SceneSampler, spatial_relations, stream_rng,
 )
 
@@ -40,6 +40,27 @@ STRATEGIES: tuple[str, ...] = ("random", "popular", "adversarial")
 """How negatives are chosen, as in POPE."""
 CAPTION_PROMPT = "describe the image ."
 """The instruction paired with captions; its words are in :func:`vocabulary`."""
+
+INSTRUCTION_SUFFIXES: dict[str, str] = {
+    "lmms-eval": "Answer the question using a single word or phrase.",  # lmms-eval's POPE post_prompt; LLaVA-1.5's short-answer prompt
+    "vcd": "Please answer this question with one word.",  # VCD's (and ICD's) POPE prompt
+    "yes-no": "Answer with yes or no.",  # a plain LLaVA-style yes/no instruction
+}
+"""Instructions the field appends to a yes/no question, by short name, exactly as their code writes them.
+
+Their words are in :func:`vocabulary`, and training appends one at random (or none) to questions,
+so a protocol's prompt suffix changes the answer a little, not the tokenizer's input to ``<unk>``.
+:func:`instruction_text` gives the world's spelling (lower case, punctuation apart).
+"""
+
+
+def instruction_text(text: str) -> str:
+    """``text`` as the world writes it: lower case, punctuation as separate tokens.
+
+    >>> instruction_text(INSTRUCTION_SUFFIXES["vcd"])
+    'please answer this question with one word .'
+    """
+    return " ".join(re.findall(r"[a-z]+|[.?!,;:]", text.lower()))
 
 
 # ---------------------------------------------------------------------- words
@@ -54,10 +75,10 @@ def vocabulary(config: WorldConfig, extra: Iterable[str] = ()) -> list[str]:
     """Every token a caption, question, prompt or answer can use, sorted; ``extra`` adds more.
 
     >>> vocab = vocabulary(WorldConfig())
-    >>> vocab[:4], "star" in vocab, len(vocab)
-    (['.', '?', 'a', 'above'], True, 39)
+    >>> vocab[:4], "star" in vocab, "phrase" in vocab, len(vocab)
+    (['.', '?', 'a', 'above'], True, True, 51)
     """
-    words = set(GRAMMAR_WORDS) | set(config.categories) | set(config.colors) | set(config.sizes)
+    words = set(GRAMMAR_WORDS) | set(INSTRUCTION_WORDS) | set(config.categories) | set(config.colors) | set(config.sizes)
     for item in extra:
         words.update(tokenize(item))
     return sorted(words)
@@ -235,6 +256,7 @@ class WorldStats:
     category_counts: dict[str, int]  # scenes containing the category
     pair_counts: dict[str, dict[str, int]]  # pair_counts[a][b]: scenes containing both (symmetric, no diagonal)
     color_counts: dict[str, dict[str, int]]  # color_counts[category][colour]: objects of that category in that colour
+    size_counts: dict[str, dict[str, int]] = None  # type: ignore[assignment]  # size_counts[category][size]; None for stats made before sizes were counted
 
     @classmethod
     def from_scenes(cls, scenes: Iterable[Scene], config: WorldConfig) -> "WorldStats":
@@ -243,18 +265,21 @@ class WorldStats:
         single: Counter[str] = Counter()
         pairs: Counter[tuple[str, str]] = Counter()
         colors: Counter[tuple[str, str]] = Counter()
+        sizes: Counter[tuple[str, str]] = Counter()
         for scene in scenes:
             n += 1
             present = scene.categories
             single.update(present)
             pairs.update((a, b) for a in present for b in present if a != b)
             colors.update((o.category, o.color) for o in scene.objects)
+            sizes.update((o.category, o.size) for o in scene.objects)
         return cls(
             n_scenes=n,
             categories=cats,
             category_counts={c: single[c] for c in cats},
             pair_counts={a: {b: pairs[a, b] for b in cats if b != a} for a in cats},
             color_counts={c: {k: colors[c, k] for k in sorted(config.colors)} for c in cats},
+            size_counts={c: {k: sizes[c, k] for k in sorted(config.sizes)} for c in cats},
         )
 
     @classmethod
@@ -438,4 +463,45 @@ def relation_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_rat
     n_yes, n_no = split_counts(n, ratio, len(true), len(false))
     qs = [Question(f"is the {r.subject} {r.predicate} the {r.object} ?", answer, "relation", "random", tuple(r))
           for answer, pool, k in ((YES, true, n_yes), (NO, false, n_no)) for r in _pick(pool, k, rng)]
+    return _shuffled(qs, rng)
+
+
+def size_questions(scene: Scene, config: WorldConfig, *, strategy: str = "random", n: int = 2,
+                   stats: Optional[WorldStats] = None, yes_ratio: Optional[float] = None,
+                   rng: Optional[np.random.Generator] = None) -> list[Question]:
+    """Size questions about present objects ("is the star small ?"); the second attribute the world has.
+
+    Like :func:`attribute_questions` (at most one yes and one no per object, kind ``"attribute"``),
+    the wrong size of a "no" question: ``random``, any other size; ``popular``, the size most
+    frequent overall in ``stats``; ``adversarial``, the size most frequent for this category.
+    Draws come from the scene's own size stream, so adding size questions changes no colour question.
+
+    >>> from plugins.world import Scene, SceneObject
+    >>> s = Scene(seed=0, image_size=64, objects=(SceneObject("star", "blue", "tiny", x=4, y=4, extent=10),))
+    >>> [(q.text, q.answer) for q in size_questions(s, WorldConfig(), n=1)]
+    [('is the star tiny ?', 'yes')]
+    """
+    _need_stats(strategy, stats, config)
+    rng = rng if rng is not None else stream_rng(scene.seed, SIZE_STREAM)
+    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
+    sizes = sorted(config.sizes)
+    objects = list(scene.objects)
+    n_yes, n_no = split_counts(n, ratio, len(objects), len(objects) if len(sizes) > 1 else 0)
+
+    def wrong_size(obj: SceneObject) -> str:
+        others = [s for s in sizes if s != obj.size]
+        if strategy == "random":
+            return others[int(rng.integers(len(others)))]
+        assert stats is not None and stats.size_counts is not None
+        if strategy == "popular":
+            counts = {s: sum(stats.size_counts[k][s] for k in stats.categories) for s in others}
+        else:
+            counts = {s: stats.size_counts[obj.category][s] for s in others}
+        return min(others, key=lambda s: (-counts[s], s))
+
+    qs = [Question(f"is the {o.category} {o.size} ?", YES, "attribute", strategy, (o.category, o.size))
+          for o in _pick(objects, n_yes, rng)]
+    for o in _pick(objects, n_no, rng):
+        wrong = wrong_size(o)
+        qs.append(Question(f"is the {o.category} {wrong} ?", NO, "attribute", strategy, (o.category, wrong)))
     return _shuffled(qs, rng)
