@@ -18,8 +18,16 @@ Stages (each a function below, each logged with a tqdm bar and a saved loss curv
    stage 0's LM, a new MLP projector) and only the projector trains; vision tower and LM are
    frozen. Its data mixes image captions with image questions (``projector_caption_share``).
 3. **End-to-end tuning** (:func:`tune_end_to_end`) — everything trains, at a lower learning rate
-   than the projector had, on image captions plus multi-turn object, attribute and relation
+   than the projector had, on image captions plus multi-turn object, colour, size and relation
    questions (random negatives).
+
+Questions in stages 0, 2 and 3 (v2): per conversation 6 object, 2 colour, 2 size and 2 relation
+questions (``questions``, ``size_questions``; v1 asked 8, 2, 0 and 1 — and a single relation
+question per scene was always a "yes" one, so v1 answered "yes" to every relation question), and
+about half of them (``suffix_prob``) end with one of the instruction suffixes protocols append
+(:data:`plugins.world.INSTRUCTION_SUFFIXES`: lmms-eval's, VCD's, "Answer with yes or no."), so a
+protocol's prompt is a variable, not a string of ``<unk>``. Stage 3 runs 1,200 steps (v1: 750)
+for the harder v2 world (tiny, faded, overlapping objects and clutter).
 
 Stages 0, 2 and 3 batch sequences of similar length (``group_by_length``, as
 ``Trainer(group_by_length=True)``). Why the recipe is what it is, with the experiments that
