@@ -30,7 +30,7 @@ class WorldPope(WorldBenchmark, YesNoBenchmark):
 
 @register_benchmark("world-attribute")
 class WorldAttribute(WorldBenchmark, YesNoBenchmark):
-    """Colour questions on the synthetic world; false colours random or the shape's usual colour (adversarial)."""
+    """Colour and size questions on the synthetic world; false values random or the shape's usual one (adversarial)."""
 
     name = "world-attribute"
     splits = ATTRIBUTE_SPLITS

@@ -2,10 +2,11 @@
 
 The same code path as ``alignscope reproduce``'s baseline cells: the registered world benchmarks
 (:mod:`plugins.benchmarks.world`: POPE protocol with random / popular / adversarial negatives,
-colour questions with random and prior-colour negatives, relation questions with opposite
+colour and size questions with random and prior negatives, relation questions with opposite
 relations) answered greedily through :class:`plugins.models.adapter.LlavaAdapter` and scored with the
 pinned official POPE parser. So the numbers in a model card equal the baseline rows of the site,
-for the same checkpoint.
+for the same checkpoint. With ``extras`` the attribute splits are also scored per kind (colour,
+size) and POPE is asked again with each instruction suffix (:func:`suffix_probe`).
 
 >>> r = {"pope": {"random": {"accuracy": 0.9}, "popular": {"accuracy": 0.85}, "adversarial": {"accuracy": 0.8}}}
 >>> round(pope_gap(r), 3)
