@@ -383,10 +383,13 @@ def reproduce(
     for cell, why in summary.failed:
         saved = runner.error_path(results, cell)
         _err(f"failed: {cell}: {why}" + (f" (traceback: {saved})" if saved.is_file() else ""))
+    for problem in summary.comparison_problems:
+        _err(f"not compared: {problem}")
     typer.echo(f"{len(summary.ran)} cells run, {len(summary.cached)} unchanged, {len(summary.failed)} failed"
                + (f", {len(summary.problems)} problems in the matrix (listed first)" if summary.problems else "")
-               + f" in {summary.seconds:.1f} s; records in {results}")
-    if summary.failed or summary.problems:
+               + f" in {summary.seconds:.1f} s; records in {results}; {summary.comparisons} comparisons"
+               + (f" ({len(summary.comparison_problems)} pairs not comparable)" if summary.comparison_problems else ""))
+    if summary.failed or summary.problems or summary.comparison_problems:
         raise typer.Exit(1)
 
 

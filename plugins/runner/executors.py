@@ -38,6 +38,8 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (cell, "ErrorType: message")
     problems: list[str] = field(default_factory=list)  # "file:line: ..." of what the matrix gets wrong (not run)
     seconds: float = 0.0
+    comparisons: int = 0  # comparison records written (plugins.compare)
+    comparison_problems: list[str] = field(default_factory=list)  # pairs that could not be compared, and why
 
 
 class Models:

@@ -45,7 +45,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from plugins.api import record_name
 from plugins.config import StrictConfig, unknown
 
-__all__ = ["RunnerError", "Defaults", "ModelSpec", "BenchmarkSpec", "Experiment", "Matrix", "load_matrix", "Cell",
+__all__ = ["RunnerError", "Defaults", "ModelSpec", "BenchmarkSpec", "Experiment", "ComparisonSpec", "Matrix", "load_matrix", "Cell",
            "freeze", "thaw", "expand", "expand_all", "DEFAULT_MATRIX"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +80,7 @@ class Experiment(StrictConfig):
     benchmarks: dict[str, Union[None, list[str], BenchmarkSpec]]
     methods: dict[str, Optional[dict[str, Any]]]  # label -> hyper-parameters (``use:`` names another plugin)
     seeds: list[int] = Field(default_factory=lambda: [0])
+    reference: Optional[str] = None  # a method label of the matrix: each method here is compared with it (plugins.compare)
 
     @field_validator("seeds")
     @classmethod
@@ -89,10 +90,20 @@ class Experiment(StrictConfig):
         return seeds
 
 
+class ComparisonSpec(StrictConfig):
+    """A method-specific reference: ``method`` is also compared with ``reference``, for the reason ``why``."""
+
+    method: str  # method label
+    reference: str  # method label it is set against
+    why: str = Field(min_length=3)  # shown beside the comparison: why this reference is the right one
+    across_protocols: bool = False  # the two decode differently on purpose (5-beam search against greedy)
+
+
 class Matrix(StrictConfig):
     version: int = 1
     defaults: Defaults = Field(default_factory=Defaults)
     experiments: list[Experiment] = Field(min_length=1)
+    comparisons: list[ComparisonSpec] = Field(default_factory=list)  # method-specific references (plugins.compare)
     _path: Optional[Path] = PrivateAttr(default=None)  # the file it was read from, for file:line messages
     _node: Any = PrivateAttr(default=None)  # its YAML node tree
     _indices: list[int] = PrivateAttr(default_factory=list)  # each experiment's position in the file
@@ -301,6 +312,17 @@ def expand_all(matrix: Matrix) -> tuple[list[Cell], list[str]]:
                                 continue
                             seen[cell.name] = cell
                             cells.append(cell)
+    labels_known = sorted({label for exp in matrix.experiments for label in exp.methods})
+    for position, exp in enumerate(matrix.experiments):
+        if exp.reference is not None and exp.reference not in labels_known:
+            problems.append(f"{matrix.where(matrix.experiment_loc(position) + ['reference'])}experiment {exp.name!r}: "
+                            f"reference: {unknown('method label', exp.reference, labels_known)}")
+    for i, spec in enumerate(matrix.comparisons):
+        for field in ("method", "reference"):
+            label = getattr(spec, field)
+            if label not in labels_known:
+                problems.append(f"{matrix.where(['comparisons', i, field])}comparison {i}: "
+                                f"{unknown('method label', label, labels_known)}")
     return cells, list(dict.fromkeys(problems))
 
 
