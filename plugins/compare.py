@@ -17,8 +17,10 @@ metric the benchmark's predictions can score per item (:data:`ITEM_METRICS`):
    benchmark, split, protocol and metric — and the verdict follows from the adjusted p-value and
    the sign (``better`` / ``worse`` / ``no detectable change``).
 
-A method whose stand-in sees the world's ground truth (its class sets ``oracle``, read statically by
-:mod:`plugins.registry`) is marked in its records, for the site to rank apart.
+A method whose stand-in sees the world's ground truth is an *oracle*: its class body says why in a
+string literal, ``oracle = "..."`` (Woodpecker's detector is trained on the world's exact labels).
+:func:`oracle_of` reads it from the source without importing the plugin, and its comparison
+records carry the reason, for the site to rank them apart.
 
 :func:`write_comparisons` writes ``results/comparisons.json`` (sorted, stable) and recomputes only
 the comparisons whose inputs changed: each entry is keyed by the predictions hashes of its cells,
@@ -26,6 +28,7 @@ the statistics settings and the code of this module.
 """
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import json
@@ -44,7 +47,7 @@ from plugins.files import write_atomic
 from plugins.stats import ALPHA, LEVEL, N_BOOT, Effect, cluster_bootstrap, holm, mcnemar, verdict
 
 __all__ = ["ITEM_METRICS", "PairSpec", "ItemTable", "read_items", "protocol_of", "compare_arms", "comparison_pairs",
-           "compute_comparisons", "write_comparisons", "ComparisonError", "SAME_PROTOCOL"]
+           "compute_comparisons", "write_comparisons", "oracle_of", "ComparisonError", "SAME_PROTOCOL"]
 
 SAME_PROTOCOL = "same-protocol baseline"
 """The relation of a method to the baseline decoded the same way."""
@@ -155,6 +158,28 @@ def protocol_of(record: ResultRecord) -> str:
     if strategy == "beam":
         return f"beam-{d.get('num_beams')}"
     return str(strategy)
+
+
+def oracle_of(plugin: str) -> Optional[str]:
+    """Why the registered method ``plugin`` sees the world's ground truth: its class's ``oracle`` string, or None."""
+    from plugins.registry import entries
+
+    entry = next((e for e in entries("methods") if e.name == plugin), None)
+    if entry is None or not entry.file:
+        return None
+    try:
+        tree = ast.parse(Path(entry.file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == entry.qualname:
+            for statement in node.body:
+                if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
+                        and isinstance(statement.targets[0], ast.Name) and statement.targets[0].id == "oracle":
+                    value = statement.value
+                    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                        return value.value
+    return None
 
 
 # ---------------------------------------------------------------- which pairs

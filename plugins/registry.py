@@ -101,7 +101,6 @@ class Entry:
     summary: str  # first line of its docstring ("" if none)
     file: Optional[str] = None  # source file, when known
     line: Optional[int] = None  # line of the registering decorator, when known
-    oracle: str = ""  # methods: why the method's stand-in sees the world's ground truth ("" if it does not)
 
     @property
     def where(self) -> str:
@@ -132,8 +131,7 @@ class _Registry:
                 f"{_SINGULAR[self.kind]} name {name!r} is registered by {_located(entry, obj)} but already defined "
                 f"by {scanned.where}; rename one of them")
         if scanned is not None:  # a class has no line of its own at run time; the scan knows it
-            entry = Entry(entry.kind, name, entry.module, entry.qualname, entry.summary, scanned.file, scanned.line,
-                          entry.oracle)
+            entry = Entry(entry.kind, name, entry.module, entry.qualname, entry.summary, scanned.file, scanned.line)
         self.runtime[name] = entry
         self.objects[name] = obj
 
@@ -183,9 +181,7 @@ def _entry_of(kind: str, name: str, obj: Any) -> Entry:
     code = getattr(obj, "__code__", None)
     file = getattr(sys.modules.get(module), "__file__", None)
     line = code.co_firstlineno if code is not None else None
-    oracle = getattr(obj, "oracle", "")
-    return Entry(kind, name, module, qualname, _summary(getattr(obj, "__doc__", None)), file, line,
-                 oracle if isinstance(oracle, str) else "")
+    return Entry(kind, name, module, qualname, _summary(getattr(obj, "__doc__", None)), file, line)
 
 
 def _located(entry: Entry, obj: Any) -> str:
@@ -317,20 +313,8 @@ def _scan_source(module: str, source: Path, problems: list[str]) -> list[Entry]:
                 problems.append(str(exc))
                 continue
             found.append(Entry(kind, name, module, node.name, _summary(ast.get_docstring(node)),
-                               str(source), decorator.lineno, _class_string(node, "oracle")))
+                               str(source), decorator.lineno))
     return found
-
-
-def _class_string(node: ast.stmt, attribute: str) -> str:
-    """The string literal a class body assigns to ``attribute`` (``oracle = "..."``), or ""."""
-    for statement in getattr(node, "body", []) if isinstance(node, ast.ClassDef) else []:
-        target = (statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                  else statement.target if isinstance(statement, ast.AnnAssign) else None)
-        value = statement.value if isinstance(statement, (ast.Assign, ast.AnnAssign)) else None
-        if isinstance(target, ast.Name) and target.id == attribute and isinstance(value, ast.Constant) \
-                and isinstance(value.value, str):
-            return value.value
-    return ""
 
 
 def _decorator_kind(node: ast.expr) -> Optional[str]:
@@ -395,15 +379,6 @@ def entries(kind: str) -> list[Entry]:
     """Every entry of one registry (``methods``, ``benchmarks`` or ``models``), sorted by name."""
     table = _registry(kind).all_entries()
     return [table[name] for name in sorted(table)]
-
-
-def oracle_of(method: str) -> str:
-    """Why the registered method ``method`` sees the world's ground truth ("" if it does not, or is unknown).
-
-    Read from the class's ``oracle`` string without importing it.
-    """
-    entry = _registry("methods").all_entries().get(method)
-    return entry.oracle if entry is not None else ""
 
 
 def describe(kind: str) -> list[tuple[str, str]]:

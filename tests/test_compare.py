@@ -167,12 +167,12 @@ def test_unchanged_inputs_are_reused_and_changed_ones_recomputed(tmp_path, monke
 def test_an_oracle_method_is_marked(tmp_path):
     put(tmp_path, "baseline", "world-attribute", "random", yesno([True] * 10))
     put(tmp_path, "woodpecker", "world-attribute", "random", yesno([True] * 10))
-    from plugins.registry import oracle_of
+    from plugins.compare import oracle_of
 
-    assert "ground truth" in oracle_of("woodpecker") or "exact object labels" in oracle_of("woodpecker")
-    assert oracle_of("vcd") == "" and oracle_of("no-such-method") == ""
+    assert "exact object labels" in oracle_of("woodpecker")
+    assert oracle_of("vcd") is None and oracle_of("no-such-method") is None
     (c,), _ = write_comparisons(tmp_path, [PairSpec("woodpecker", "baseline", "x")], records(tmp_path),
-                                oracle=lambda r: oracle_of(r.provenance.method_config["plugin"]) or None)
+                                oracle=lambda r: oracle_of(r.provenance.method_config["plugin"]))
     assert c.oracle == oracle_of("woodpecker")
 
 

@@ -72,10 +72,6 @@ class Method:
 
     name: ClassVar[str] = ""  # the registered name, set by @register_method
     Config: ClassVar[type[MethodConfig]] = MethodConfig  # frozen, extra="forbid"; defaults = official defaults
-    # Non-empty when a stand-in of the method sees the world's ground truth (a detector trained on
-    # its exact labels, say): the reason, a string literal (the registry reads it without importing).
-    # Its comparisons are marked and ranked apart from the methods that only see the image.
-    oracle: ClassVar[str] = ""
     # True when the method's answers do not depend on how the prompt pass is split and batched:
     # no input transform that pairs rows, no hook that reads or edits a pass's rows or last position
     # (swapping weights in, or steering every position alike, is fine; a hook on the last position

@@ -116,8 +116,7 @@ def _compare(matrix_path: Path, results_dir: Path, plans: list[CellPlan], progre
     import json
 
     from plugins.api import ResultRecord
-    from plugins.compare import comparison_pairs, write_comparisons
-    from plugins.registry import oracle_of
+    from plugins.compare import comparison_pairs, oracle_of, write_comparisons
 
     records = []
     for p in plans:
@@ -139,8 +138,8 @@ def _compare(matrix_path: Path, results_dir: Path, plans: list[CellPlan], progre
             bar.update(1)
 
     comparisons, problems = write_comparisons(results_dir, comparison_pairs(load_matrix(matrix_path)), records,
-                                       oracle=lambda r: oracle_of(str(r.provenance.method_config.get("plugin", r.method)))
-                                       or None, progress=tick)
+                                       oracle=lambda r: oracle_of(str(r.provenance.method_config.get("plugin", r.method))),
+                                       progress=tick)
     if bar is not None:
         bar.close()
     return len(comparisons), problems
