@@ -109,7 +109,7 @@ def test_strict_build_of_the_repository(repo_copy):
         assert (site / "methods" / mid / "index.html").is_file(), mid
     n_md = sum(1 for p in pages if p.endswith(".md"))
     n_records = len(kb.taxonomy) + len(kb.papers) + len(kb.methods) + len(kb.benchmarks) + len(kb.models)
-    assert n_md == 12 + len(page_sources()) + n_records  # 12 index pages (nav), the hand-written pages, one page per record
+    assert n_md == 13 + len(page_sources()) + n_records  # 13 index pages (nav), the hand-written pages, one page per record
     table = (site / "tables" / "index.html").read_text()
     assert '<td data-split="popular" data-metric="f1"></td>' in table  # SID's empty cell stays empty
     assert '<td data-split="adversarial" data-metric="precision">94.1</td>' in table
