@@ -25,12 +25,15 @@ import subprocess
 from pathlib import Path
 from typing import Any, Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from plugins.files import file_sha256, write_atomic
 
-RESULT_SCHEMA_VERSION = 2
-"""2: a record names the hash and row count of its predictions file (1: the file name only)."""
+RESULT_SCHEMA_VERSION = 3
+"""3: ``protocol`` names the decoding protocol (``follows`` the knowledge-base benchmark, which 2 called
+``protocol``); 2: a record names the hash and row count of its predictions file (1: the file name only)."""
+COMMON_PROTOCOL = "common"
+"""The protocol every method runs under (greedy, no suffix): :data:`plugins.models.decoding.COMMON_NAME`."""
 BASELINE = "baseline"
 """Method name of the unmitigated model (greedy decoding, no intervention)."""
 
@@ -71,7 +74,8 @@ class ResultRecord(_Frozen):
     benchmark: Name
     split: Name
     model: Name
-    protocol: Optional[Name] = None  # knowledge-base benchmark whose protocol this follows (``pope``), so reported numbers sit beside it
+    protocol: Name = COMMON_PROTOCOL  # the decoding protocol of the matrix (search, prompt suffix, answer budget)
+    follows: Optional[Name] = None  # knowledge-base benchmark whose protocol this follows (``pope``), so reported numbers sit beside it
     seed: int = Field(ge=0)
     n_samples: int = Field(ge=1)
     metrics: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], float] = Field(min_length=1)
@@ -81,6 +85,16 @@ class ResultRecord(_Frozen):
     predictions: Optional[str] = None  # file name of the per-sample JSONL beside this record
     predictions_sha256: Optional[str] = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # of the file's bytes
     predictions_rows: Optional[int] = Field(default=None, ge=0)  # lines in the (uncompressed) file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_schemas(cls, data: Any) -> Any:
+        """Schema 2 and older called the knowledge-base benchmark ``protocol``; every such run was greedy."""
+        if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] < 3 \
+                and "follows" not in data:
+            data = dict(data)
+            data["follows"] = data.pop("protocol", None)
+        return data
 
     @field_validator("metrics")
     @classmethod
@@ -95,7 +109,17 @@ class ResultRecord(_Frozen):
     @property
     def cell(self) -> str:
         """The matrix cell this record answers, also its path under ``results/``."""
-        return f"{self.model}/{self.benchmark}/{self.split}/{self.method}/seed{self.seed}"
+        return cell_path(self.model, self.benchmark, self.split, self.method, self.protocol, self.seed)
+
+
+def cell_path(model: str, benchmark: str, split: str, method: str, protocol: str, seed: int) -> str:
+    """``model/benchmark/split/method/seed<k>`` under the common protocol, ``.../method/<protocol>/seed<k>`` otherwise.
+
+    >>> cell_path("m", "world-pope", "random", "vcd", "sampling", 3)
+    'm/world-pope/random/vcd/sampling/seed3'
+    """
+    middle = "" if protocol == COMMON_PROTOCOL else f"{protocol}/"
+    return f"{model}/{benchmark}/{split}/{method}/{middle}seed{seed}"
 
 
 COMPARISONS_NAME = "comparisons.json"

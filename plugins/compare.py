@@ -46,7 +46,7 @@ from plugins.api import (
 from plugins.files import write_atomic
 from plugins.stats import ALPHA, LEVEL, N_BOOT, Effect, cluster_bootstrap, holm, mcnemar, verdict
 
-__all__ = ["ITEM_METRICS", "PairSpec", "ItemTable", "read_items", "protocol_of", "compare_arms", "comparison_pairs",
+__all__ = ["ITEM_METRICS", "PairSpec", "ItemTable", "read_items", "compare_arms", "comparison_pairs",
            "compute_comparisons", "write_comparisons", "oracle_of", "ComparisonError", "SAME_PROTOCOL"]
 
 SAME_PROTOCOL = "same-protocol baseline"
@@ -147,19 +147,6 @@ def _sort_key(qid: str) -> tuple[int, Any]:
     return (0, int(qid)) if qid.isdigit() else (1, qid)
 
 
-def protocol_of(record: ResultRecord) -> str:
-    """The decoding protocol a record ran under: ``greedy``, ``beam-<k>``, ``sample-t<T>[-p<top_p>]``, plus
-    ``+<suffix>`` when a prompt suffix was added; both arms of a same-protocol comparison must agree."""
-    d = record.provenance.decoding
-    explicit = d.get("protocol")
-    if explicit:
-        return str(explicit)
-    strategy = d.get("strategy", "greedy")
-    if strategy == "beam":
-        return f"beam-{d.get('num_beams')}"
-    return str(strategy)
-
-
 def oracle_of(plugin: str) -> Optional[str]:
     """Why the registered method ``plugin`` sees the world's ground truth: its class's ``oracle`` string, or None."""
     from plugins.registry import entries
@@ -185,12 +172,18 @@ def oracle_of(plugin: str) -> Optional[str]:
 # ---------------------------------------------------------------- which pairs
 
 class PairSpec(NamedTuple):
-    """A method label compared with a reference label, and why that reference."""
+    """A method label compared with a reference label, and why that reference.
+
+    Both arms run under the same protocol, unless ``protocol`` (the method's) and
+    ``reference_protocol`` name others: then the pair crosses protocols on purpose (VCD sampling
+    against the greedy baseline). ``protocol`` None: every protocol the method ran under.
+    """
 
     method: str
     reference: str
     relation: str
-    across_protocols: bool = False  # a method-specific reference decoded differently (beam search vs greedy)
+    protocol: Optional[str] = None
+    reference_protocol: Optional[str] = None
 
 
 def comparison_pairs(matrix: Any) -> list[PairSpec]:
@@ -205,9 +198,11 @@ def comparison_pairs(matrix: Any) -> list[PairSpec]:
         for label in exp.methods:
             if label != ref:
                 pairs.setdefault((label, ref), PairSpec(label, ref, relation))
+    specific = {}
     for spec in getattr(matrix, "comparisons", []) or []:
-        pairs[(spec.method, spec.reference)] = PairSpec(spec.method, spec.reference, spec.why, spec.across_protocols)
-    return sorted(pairs.values())
+        specific[(spec.method, spec.reference, spec.protocol, spec.reference_protocol)] = PairSpec(
+            spec.method, spec.reference, spec.why, spec.protocol, spec.reference_protocol)
+    return sorted([*pairs.values(), *specific.values()], key=lambda p: tuple(str(x) for x in p))
 
 
 # ---------------------------------------------------------------- one comparison
@@ -272,34 +267,35 @@ class Arms(NamedTuple):
 
 def _arms(pairs: Sequence[PairSpec], records: Iterable[ResultRecord], results_dir: Path
           ) -> list[tuple[PairSpec, str, Arms]]:
-    """For each pair, each (model, benchmark, split, protocol) both arms have records for, their records by seed."""
-    by: dict[tuple[str, str, str, str], dict[str, dict[int, ResultRecord]]] = defaultdict(lambda: defaultdict(dict))
+    """For each pair, each model / benchmark / split / protocol both arms have records for, their records by seed.
+
+    The comparison's protocol is the method's, or ``<method's>-vs-<reference's>`` across protocols.
+    A reference with the method's seeds is paired seed by seed; a reference with one seed (greedy)
+    is set against every seed of the method.
+    """
+    by: dict[tuple[str, str, str], dict[tuple[str, str], dict[int, ResultRecord]]] = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        by[(r.model, r.benchmark, r.split, protocol_of(r))][r.method][r.seed] = r
+        by[(r.model, r.benchmark, r.split)][(r.method, r.protocol)][r.seed] = r
     out = []
     for spec in pairs:
-        for where, labels in sorted(by.items()):
-            m = labels.get(spec.method)
-            if not m:
-                continue
-            if spec.across_protocols:
-                refs = [(w, lab[spec.reference]) for w, lab in by.items()
-                        if w[:3] == where[:3] and spec.reference in lab]
-                if len(refs) != 1:
+        for where, arms in sorted(by.items()):
+            for (label, protocol), mine in sorted(arms.items()):
+                if label != spec.method or (spec.protocol is not None and protocol != spec.protocol):
                     continue
-                ref_where, ref = refs[0]
-                protocol = where[3] if ref_where[3] == where[3] else f"{where[3]}-vs-{ref_where[3]}"
-            else:
-                ref, protocol = labels.get(spec.reference), where[3]
-                if not ref:
+                ref_protocol = spec.reference_protocol or protocol
+                ref = arms.get((spec.reference, ref_protocol))
+                if not ref or (spec.reference == spec.method and ref_protocol == protocol):
                     continue
-            seeds = sorted(m)
-            ref_seeds = seeds if all(s in ref for s in seeds) else ([min(ref)] if len(ref) == 1 or len(seeds) > 1 else [])
-            if not ref_seeds:
-                continue
-            arms = Arms([(result_path(results_dir, m[s]), m[s]) for s in seeds],
-                        [(result_path(results_dir, ref[s]), ref[s]) for s in ref_seeds])
-            out.append((spec, protocol, arms))
+                seeds = sorted(mine)
+                if all(s in ref for s in seeds):
+                    ref_seeds = seeds
+                elif len(ref) == 1:
+                    ref_seeds = list(ref)
+                else:
+                    continue  # seeds that cannot be paired (the reference ran others)
+                shown = protocol if ref_protocol == protocol else f"{protocol}-vs-{ref_protocol}"
+                out.append((spec, shown, Arms([(result_path(results_dir, mine[s]), mine[s]) for s in seeds],
+                                              [(result_path(results_dir, ref[s]), ref[s]) for s in ref_seeds])))
     return out
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
@@ -30,7 +30,7 @@ from .causes import (DIAGNOSTIC_COLUMNS, DIAGNOSTICS_BENCHMARK, cause_arms, caus
 from .guide import PAGES_DIR, GuideData, guide_context, md_inert, page_sources, read_guide_data
 from .load import KnowledgeBase
 from .memo import BUILD_STAMP, MEMO_DIR, Memo, build_inputs, digest, stamp_matches, write_stamp
-from .reproduced import reproduction_tables, side_by_side
+from .reproduced import protocol_text, reproduction_tables, side_by_side
 from .verdicts import verdict_summary, verdict_tables
 from .results_index import ResultsIndex, read_results_index
 from .schema import Paper
@@ -296,6 +296,11 @@ class Renderer:
         self._guide_pages()
         return self.pages
 
+    def protocol_text(self, table: Any) -> str:
+        """The decoding protocol of a reproduction table in words (from its first record; all agree)."""
+        texts = sorted({protocol_text(r.provenance.decoding) for r in table.records})
+        return " / ".join(texts)
+
     def _verdicts_page(self) -> None:
         """Every comparison record, one table (a Holm family) per model, benchmark, split, protocol and metric."""
         tables = verdict_tables(self.comparisons, self.all_results, self.stale_cells)
@@ -358,7 +363,7 @@ class Renderer:
         return self._reported.get((field, value), [])
 
     def reproduced_for(self, field: str, value: str) -> list[ResultRecord]:
-        return [r for r in self.results if getattr(r, field) == value or (field == "benchmark" and r.protocol == value)]
+        return [r for r in self.results if getattr(r, field) == value or (field == "benchmark" and r.follows == value)]
 
     # ------------------------------------------------------------ plots and graph data
     def plot(self, name: str, draw: str, *args) -> str:

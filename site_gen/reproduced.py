@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Iterable, Optional
 
-from plugins.api import BASELINE, RATE_METRICS, ResultRecord
+from plugins.api import BASELINE, COMMON_PROTOCOL, RATE_METRICS, ResultRecord
 
 from .load import KnowledgeBase
 from .tables import TABLE1_METRICS, TABLE1_SPLITS
@@ -80,15 +80,40 @@ class ReproRow:
 class ReproTable:
     model: str
     benchmark: str
-    protocol: Optional[str]
+    follows: Optional[str]  # the knowledge-base benchmark whose protocol it follows (reported numbers sit beside it)
     splits: tuple[str, ...]
     metrics: tuple[str, ...]
     rows: list[ReproRow]
     records: list[ResultRecord] = field(default_factory=list)
+    protocol: str = COMMON_PROTOCOL  # the decoding protocol every record of the table ran under
 
     @property
     def anchor(self) -> str:
-        return f"{self.model}--{self.benchmark}"
+        suffix = "" if self.protocol == COMMON_PROTOCOL else f"--{self.protocol}"
+        return f"{self.model}--{self.benchmark}{suffix}"
+
+
+def protocol_text(decoding: dict) -> str:
+    """A record's decoding settings in words.
+
+    >>> protocol_text({"strategy": "sample", "temperature": 1.0, "top_p": 0.9, "suffix": "Answer with one word.",
+    ...                "max_new_tokens": 10})
+    'sampling at temperature 1, top-p 0.9; suffix “Answer with one word.”; up to 10 new tokens'
+    >>> protocol_text({"strategy": "greedy", "num_beams": 1, "max_new_tokens": 8})
+    'greedy; up to 8 new tokens'
+    """
+    strategy = decoding.get("strategy", "greedy")
+    if strategy == "sample":
+        text = f"sampling at temperature {decoding.get('temperature', 1.0):g}, top-p {decoding.get('top_p', 1.0):g}"
+    elif strategy == "beam":
+        text = f"{decoding.get('num_beams')}-beam search"
+    else:
+        text = str(strategy)
+    if decoding.get("suffix"):
+        text += f"; suffix “{decoding['suffix']}”"
+    if decoding.get("max_new_tokens"):
+        text += f"; up to {decoding['max_new_tokens']} new tokens"
+    return text
 
 
 def _ordered(values: Iterable[str], order: tuple[str, ...]) -> tuple[str, ...]:
@@ -97,12 +122,14 @@ def _ordered(values: Iterable[str], order: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def reproduction_tables(records: list[ResultRecord], stale_cells: frozenset[str] = frozenset()) -> list[ReproTable]:
-    """One table per model × benchmark: a row per method (baseline first), a cell per split × metric."""
-    groups: dict[tuple[str, str], list[ResultRecord]] = {}
+    """One table per model × benchmark × protocol (the common one first): a row per method (baseline first),
+    a cell per split × metric."""
+    groups: dict[tuple[str, str, str], list[ResultRecord]] = {}
     for r in records:
-        groups.setdefault((r.model, r.benchmark), []).append(r)
+        groups.setdefault((r.model, r.benchmark, r.protocol), []).append(r)
     tables = []
-    for (model, bench), recs in sorted(groups.items()):
+    for (model, bench, protocol), recs in sorted(groups.items(), key=lambda kv: (kv[0][:2], kv[0][2] != COMMON_PROTOCOL,
+                                                                                 kv[0][2])):
         splits = _ordered((r.split for r in recs), SPLIT_ORDER)
         metrics = (tuple(m for m in SHOWN_METRICS if any(m in r.metrics for r in recs))
                    or _ordered((m for r in recs for m in r.metrics), ()))  # a benchmark with only its own metrics
@@ -122,7 +149,8 @@ def reproduction_tables(records: list[ResultRecord], stale_cells: frozenset[str]
             trained = [r.provenance.train_seconds for r in mrecs if r.provenance.train_seconds is not None]
             rows.append(ReproRow(method, cells, fmean(r.seconds_per_input for r in mrecs),
                                  any(r.cell in stale_cells for r in mrecs), max(trained) if trained else None))
-        tables.append(ReproTable(model, bench, recs[0].protocol, splits, metrics, rows, sorted(recs, key=lambda r: r.cell)))
+        tables.append(ReproTable(model, bench, recs[0].follows, splits, metrics, rows, sorted(recs, key=lambda r: r.cell),
+                                 protocol))
     return tables
 
 
@@ -138,16 +166,16 @@ class SideBySide:
 
 
 def side_by_side(kb: KnowledgeBase, tables: list[ReproTable]) -> list[SideBySide]:
-    """Pair each reproduced method × split with what papers report for it under the same protocol."""
+    """Pair each reproduced method × split (common protocol) with what papers report for it on the same benchmark."""
     out = []
     keys: dict[tuple[str, str, str], list] = {}
     for t in tables:
-        if not t.protocol or "accuracy" not in t.metrics:  # reported numbers are in Table 1's terms: accuracy, F1 ...
+        if not t.follows or "accuracy" not in t.metrics or t.protocol != COMMON_PROTOCOL:  # Table 1's terms: accuracy, F1 ...
             continue
         for row in t.rows:
             for split in t.splits:
                 if any(s == split for s, _ in row.cells):
-                    keys.setdefault((row.method, t.protocol, split), []).append((t, row))
+                    keys.setdefault((row.method, t.follows, split), []).append((t, row))
     for (method, protocol, split), repro in sorted(keys.items(), key=lambda kv: (kv[0][0] != BASELINE, kv[0])):
         kb_method = None if method == BASELINE else method
         reported = [(pid, r) for pid, p in sorted(kb.papers.items()) for r in p.reported

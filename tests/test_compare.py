@@ -18,7 +18,8 @@ MODEL = "tiny"
 
 
 def put(results: Path, method: str, benchmark: str, split: str, rows: list[dict], *, seed: int = 0,
-        decoding: dict | None = None, metrics: dict | None = None, plugin: str | None = None) -> ResultRecord:
+        decoding: dict | None = None, metrics: dict | None = None, plugin: str | None = None,
+        protocol: str = "common") -> ResultRecord:
     """A record and its predictions file, as the runner writes them."""
     if metrics is None:
         if "parsed" in rows[0]:
@@ -27,7 +28,8 @@ def put(results: Path, method: str, benchmark: str, split: str, rows: list[dict]
             metrics = {"chair_s": sum(r["chair_s"] for r in rows) / len(rows),
                        "chair_i": sum(r["n_hallucinated_mentions"] for r in rows) / sum(r["n_object_mentions"] for r in rows)}
     name = f"seed{seed}.predictions.jsonl.gz"
-    stub = ResultRecord.model_validate(_record(method, benchmark, split, seed, len(rows), metrics, decoding, plugin))
+    stub = ResultRecord.model_validate({**_record(method, benchmark, split, seed, len(rows), metrics, decoding, plugin),
+                                        "protocol": protocol})
     path = result_path(results, stub).with_name(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wt", encoding="utf-8") as f:
@@ -74,7 +76,7 @@ def test_one_question_per_image_is_judged_by_the_exact_mcnemar_test(tmp_path):
     assert (c.test, c.discordant, c.n_items, c.n_clusters) == ("mcnemar-exact", (10, 2), 20, 20)
     assert c.effect == pytest.approx(0.4) and c.p == pytest.approx(2 * 79 / 4096)
     assert c.method_value == pytest.approx(0.9) and c.reference_value == pytest.approx(0.5)
-    assert c.verdict == "better" and c.p_holm == c.p and c.family_size == 1 and c.protocol == "greedy"
+    assert c.verdict == "better" and c.p_holm == c.p and c.family_size == 1 and c.protocol == "common"
     assert set(c.inputs) == {f"{MODEL}/world-attribute/random/vcd/seed0", f"{MODEL}/world-attribute/random/baseline/seed0"}
     assert read_comparisons(tmp_path)[0] == out
 
@@ -139,11 +141,31 @@ def test_a_damaged_predictions_file_is_refused(tmp_path):
 
 def test_only_the_same_protocol_is_paired_unless_the_pair_says_otherwise(tmp_path):
     put(tmp_path, "baseline", "world-pope", "random", yesno([True, False] * 6, per_image=6))
-    put(tmp_path, "beam", "world-pope", "random", yesno([True] * 12, per_image=6), decoding={"strategy": "beam", "num_beams": 5})
+    put(tmp_path, "baseline", "world-pope", "random", yesno([True] * 12, per_image=6), protocol="beam-5")
+    put(tmp_path, "opera", "world-pope", "random", yesno([True] * 11 + [False], per_image=6), protocol="beam-5")
     rs = records(tmp_path)
-    assert write_comparisons(tmp_path, [PairSpec("beam", "baseline", "x")], rs, n_boot=50)[0] == []
-    (c,), _ = write_comparisons(tmp_path, [PairSpec("beam", "baseline", "x", across_protocols=True)], rs, n_boot=50)
-    assert c.protocol == "beam-5-vs-greedy"
+    (c,), _ = write_comparisons(tmp_path, [PairSpec("opera", "baseline", "x")], rs, n_boot=50)
+    assert c.protocol == "beam-5" and c.effect == pytest.approx(-1 / 12)  # against 5-beam search, not greedy
+    (c,), _ = write_comparisons(tmp_path, [PairSpec("baseline", "baseline", "x", "beam-5", "common")], rs, n_boot=50)
+    assert c.protocol == "beam-5-vs-common" and c.effect == pytest.approx(0.5)
+    assert write_comparisons(tmp_path, [PairSpec("baseline", "baseline", "x")], rs, n_boot=50)[0] == []  # not itself
+
+
+def test_sampling_seeds_are_paired_and_pooled_and_a_greedy_reference_serves_every_seed(tmp_path):
+    for seed, right in enumerate([8, 9, 10]):
+        put(tmp_path, "baseline", "world-pope", "random", yesno([True] * 6 + [False] * 6, per_image=6), seed=seed,
+            protocol="sampling")
+        put(tmp_path, "vcd", "world-pope", "random", yesno([True] * right + [False] * (12 - right), per_image=6),
+            seed=seed, protocol="sampling")
+    put(tmp_path, "baseline", "world-pope", "random", yesno([True] * 7 + [False] * 5, per_image=6))
+    rs = records(tmp_path)
+    pairs = [PairSpec("vcd", "baseline", "same"), PairSpec("vcd", "baseline", "mirage", "sampling", "common")]
+    out, problems = write_comparisons(tmp_path, pairs, rs, n_boot=100)
+    by = {c.protocol: c for c in out}
+    assert problems == [] and set(by) == {"sampling", "sampling-vs-common"}
+    assert by["sampling"].n_seeds == 3 and by["sampling"].effect == pytest.approx((9 / 12) - 0.5)
+    assert len(by["sampling"].inputs) == 6 and len(by["sampling-vs-common"].inputs) == 4
+    assert by["sampling-vs-common"].effect == pytest.approx(9 / 12 - 7 / 12)
 
 
 def test_unchanged_inputs_are_reused_and_changed_ones_recomputed(tmp_path, monkeypatch):
@@ -202,6 +224,7 @@ def test_the_matrix_declares_pairs_and_a_bad_label_is_located(tmp_path):
     pairs = comparison_pairs(matrix)
     assert PairSpec("vcd", "baseline", "same-protocol baseline") in pairs
     assert PairSpec("opera", "beam", "its own baseline") in pairs
+    assert comparison_pairs(load_matrix()), "the default matrix declares comparisons"
     assert all(p.method != "baseline" for p in pairs)
 
 

@@ -119,7 +119,7 @@ def _result(method: str, split: str, acc: float, seed: int = 0, **extra):
     from plugins.api import ResultRecord
 
     return ResultRecord.model_validate({
-        "method": method, "benchmark": "pope-synth", "split": split, "model": "tiny-test-model", "protocol": "pope",
+        "method": method, "benchmark": "pope-synth", "split": split, "model": "tiny-test-model", "follows": "pope",
         "seed": seed, "n_samples": 12, "metrics": {"accuracy": acc, "precision": 0.5, "recall": 0.25, "f1": 0.2, "yes_ratio": 0.5},
         "seconds_per_input": 0.125, "fingerprint": "0123456789abcdef",
         "provenance": {"git_commit": "abcdef0123", "dirty": False, "package_versions": {"torch": "x"}, "device": "cpu",
