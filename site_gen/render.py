@@ -31,7 +31,7 @@ from .guide import PAGES_DIR, GuideData, guide_context, md_inert, page_sources, 
 from .load import KnowledgeBase
 from .memo import BUILD_STAMP, MEMO_DIR, Memo, build_inputs, digest, stamp_matches, write_stamp
 from .reproduced import protocol_text, reproduction_tables, side_by_side
-from .verdicts import verdict_summary, verdict_tables
+from .verdicts import mirage_rows, mirage_summary, verdict_summary, verdict_tables
 from .results_index import ResultsIndex, read_results_index
 from .schema import Paper
 from .tables import coverage_families_causes, coverage_methods_levels, survey_table1, survey_table2, survey_table3
@@ -313,8 +313,9 @@ class Renderer:
                 plots[t.anchor] = self.plot(f"verdicts-{t.anchor}", "forest_svg", rows,
                                             f"{t.model}: {t.title} ({t.protocol})",
                                             f"method − reference, points ({better}); bars: 95 % intervals")
+        mirage = mirage_rows(self.comparisons, self.all_results, self.stale_cells)
         self.render("verdicts.md", "verdicts.html.j2", "Verdicts", wide=True, tables=tables, plots=plots,
-                    summary=verdict_summary(tables))
+                    summary=verdict_summary(tables), mirage=mirage, mirage_summary=mirage_summary(mirage))
 
     def _guide_pages(self) -> None:
         """The hand-written pages of site_gen/pages/, as Markdown whose every inserted value is inert."""

@@ -73,3 +73,24 @@ def test_without_comparisons_the_page_says_how_to_get_them(repo_copy):
     kb, _ = load_knowledge_base(repo_copy)
     generate_docs(kb, repo_copy)
     assert "No comparison records yet. Run <code>make reproduce</code>" in (repo_copy / DOCS_DIR / "verdicts.md").read_text()
+
+
+def test_the_mirage_table_pairs_each_sampled_method_with_both_baselines(repo_copy):
+    from site_gen.render import generate_docs
+    from site_gen.verdicts import mirage_rows, mirage_summary
+
+    def c(protocol, effect, verdict, seeds=5):
+        return _comparison("vcd", effect, verdict).model_copy(update={"protocol": protocol, "n_seeds": seeds})
+
+    comps = [c("sampling", 0.03, "better"), c("sampling-vs-common", -0.01, "no detectable change"),
+             c("common", 0.0, "no detectable change", seeds=1)]
+    (row,) = mirage_rows(comps, [])
+    assert row.vs_same.c.protocol == "sampling" and row.vs_greedy.c.protocol == "sampling-vs-common"
+    assert mirage_summary([row]) == ("Of 1 method × benchmark comparisons, the method beats the baseline sampling the "
+                                     "same way in 1 (the comparison its paper makes) and beats greedy decoding in 0; it is "
+                                     "worse than greedy in 0.")
+    kb, _ = load_knowledge_base(repo_copy)
+    generate_docs(kb, repo_copy, results=[_record("vcd")], comparisons=comps)
+    page = (repo_copy / DOCS_DIR / "verdicts.md").read_text()
+    mirage = page[page.index('id="mirage"'):]
+    assert "+3.0 [+2.0, +4.0]" in mirage and "−1.0 [−2.0, ±0.0]" in mirage
