@@ -110,7 +110,7 @@ class Matrix(StrictConfig):
     version: int = 1
     defaults: Defaults = Field(default_factory=Defaults)
     experiments: list[Experiment] = Field(min_length=1)
-    protocols: dict[str, Protocol] = Field(default_factory=dict)  # name -> decoding, suffix, budget ("common" is built in)
+    protocols: dict[str, Protocol] = Field(default_factory=dict, validate_default=True)  # name -> decoding, suffix, budget ("common" is built in)
     comparisons: list[ComparisonSpec] = Field(default_factory=list)  # method-specific references (plugins.compare)
 
     @field_validator("protocols")
