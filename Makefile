@@ -16,7 +16,7 @@ help:
 	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
 	@echo "make serve       preview the site on http://127.0.0.1:8000, regenerated when a record changes"
 	@echo "make train       retrain the embedded tiny LLaVA (about 10 minutes on 2 cores)"
-	@echo "make bench       speed of our own code (unchanged make reproduce, world, adapter, throughput, cold/warm reproduce of the frozen-method matrix)"
+	@echo "make bench       speed of our own code (unchanged make reproduce, world, adapter, cost per experiment, throughput, cold/warm reproduce of the frozen-method matrix)"
 	@echo "make bench-site  site generation and build for a synthetic 10,000-paper knowledge base"
 
 install: $(STAMP)
@@ -66,7 +66,8 @@ bench: install
 	$(PY) bench/bench_reproduce.py
 	$(PY) bench/bench_world.py
 	$(PY) bench/bench_adapter.py
-	$(PY) bench/bench_runner.py --experiments default,parameter-frozen,beam-search --jobs 2
+	$(PY) bench/bench_matrix_cost.py
+	$(PY) bench/bench_runner.py --experiments default,parameter-frozen,paper-beam --jobs 2
 	$(PY) bench/bench_methods.py
 
 PAPERS ?= 10000

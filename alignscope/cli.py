@@ -383,10 +383,13 @@ def reproduce(
     for cell, why in summary.failed:
         saved = runner.error_path(results, cell)
         _err(f"failed: {cell}: {why}" + (f" (traceback: {saved})" if saved.is_file() else ""))
+    for problem in summary.comparison_problems:
+        _err(f"not compared: {problem}")
     typer.echo(f"{len(summary.ran)} cells run, {len(summary.cached)} unchanged, {len(summary.failed)} failed"
                + (f", {len(summary.problems)} problems in the matrix (listed first)" if summary.problems else "")
-               + f" in {summary.seconds:.1f} s; records in {results}")
-    if summary.failed or summary.problems:
+               + f" in {summary.seconds:.1f} s; records in {results}; {summary.comparisons} comparisons"
+               + (f" ({len(summary.comparison_problems)} pairs not comparable)" if summary.comparison_problems else ""))
+    if summary.failed or summary.problems or summary.comparison_problems:
         raise typer.Exit(1)
 
 
@@ -395,7 +398,7 @@ def explain(
     benchmark: Optional[str] = typer.Argument(None, help="A yes/no benchmark: world-pope, world-attribute, world-relation, world-diagnostics or pope."),
     split: Optional[str] = typer.Argument(None, help="Its split, e.g. adversarial."),
     model: str = typer.Option("alignscope-tiny-llava", help="A registered model (alignscope list models) or a checkpoint directory."),
-    method: str = typer.Option("baseline", help="A registered greedy method (alignscope list methods), applied while reading."),
+    method: str = typer.Option("baseline", help="A registered method (alignscope list methods), applied while reading, under the common (greedy) protocol."),
     method_config: Optional[str] = typer.Option(None, "--method-config", help='Its hyper-parameters as JSON, e.g. \'{"alpha": 0.5}\'.'),
     limit: int = typer.Option(200, min=1, help="First questions of the split."),
     image: Optional[Path] = typer.Option(None, help="Explain one question about this image instead of a benchmark."),

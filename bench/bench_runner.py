@@ -2,7 +2,7 @@
 
     python bench/bench_runner.py                 # default model, threads = all cores
     python bench/bench_runner.py --threads 2 --items 512 --skip-reproduce
-    python bench/bench_runner.py --skip-throughput --experiments default,parameter-frozen,beam-search
+    python bench/bench_runner.py --skip-throughput --experiments default,parameter-frozen,paper-beam
 
 1. Inputs per second of greedy POPE answering (world-pope/random, baseline) on the default
    checkpoint, for batch sizes 1-64 (median of ``--repeats`` runs, each over the same items).

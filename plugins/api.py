@@ -25,12 +25,15 @@ import subprocess
 from pathlib import Path
 from typing import Any, Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from plugins.files import file_sha256, write_atomic
 
-RESULT_SCHEMA_VERSION = 2
-"""2: a record names the hash and row count of its predictions file (1: the file name only)."""
+RESULT_SCHEMA_VERSION = 3
+"""3: ``protocol`` names the decoding protocol (``follows`` the knowledge-base benchmark, which 2 called
+``protocol``); 2: a record names the hash and row count of its predictions file (1: the file name only)."""
+COMMON_PROTOCOL = "common"
+"""The protocol every method runs under (greedy, no suffix): :data:`plugins.models.decoding.COMMON_NAME`."""
 BASELINE = "baseline"
 """Method name of the unmitigated model (greedy decoding, no intervention)."""
 
@@ -71,7 +74,8 @@ class ResultRecord(_Frozen):
     benchmark: Name
     split: Name
     model: Name
-    protocol: Optional[Name] = None  # knowledge-base benchmark whose protocol this follows (``pope``), so reported numbers sit beside it
+    protocol: Name = COMMON_PROTOCOL  # the decoding protocol of the matrix (search, prompt suffix, answer budget)
+    follows: Optional[Name] = None  # knowledge-base benchmark whose protocol this follows (``pope``), so reported numbers sit beside it
     seed: int = Field(ge=0)
     n_samples: int = Field(ge=1)
     metrics: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], float] = Field(min_length=1)
@@ -81,6 +85,16 @@ class ResultRecord(_Frozen):
     predictions: Optional[str] = None  # file name of the per-sample JSONL beside this record
     predictions_sha256: Optional[str] = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # of the file's bytes
     predictions_rows: Optional[int] = Field(default=None, ge=0)  # lines in the (uncompressed) file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_schemas(cls, data: Any) -> Any:
+        """Schema 2 and older called the knowledge-base benchmark ``protocol``; every such run was greedy."""
+        if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] < 3 \
+                and "follows" not in data:
+            data = dict(data)
+            data["follows"] = data.pop("protocol", None)
+        return data
 
     @field_validator("metrics")
     @classmethod
@@ -95,7 +109,88 @@ class ResultRecord(_Frozen):
     @property
     def cell(self) -> str:
         """The matrix cell this record answers, also its path under ``results/``."""
-        return f"{self.model}/{self.benchmark}/{self.split}/{self.method}/seed{self.seed}"
+        return cell_path(self.model, self.benchmark, self.split, self.method, self.protocol, self.seed)
+
+
+def cell_path(model: str, benchmark: str, split: str, method: str, protocol: str, seed: int) -> str:
+    """``model/benchmark/split/method/seed<k>`` under the common protocol, ``.../method/<protocol>/seed<k>`` otherwise.
+
+    >>> cell_path("m", "world-pope", "random", "vcd", "sampling", 3)
+    'm/world-pope/random/vcd/sampling/seed3'
+    """
+    middle = "" if protocol == COMMON_PROTOCOL else f"{protocol}/"
+    return f"{model}/{benchmark}/{split}/{method}/{middle}seed{seed}"
+
+
+COMPARISONS_NAME = "comparisons.json"
+"""The comparison records of a results folder, ``results/comparisons.json`` (:mod:`plugins.compare` writes it)."""
+COMPARISONS_VERSION = 1
+
+
+class ComparisonRecord(_Frozen):
+    """One paired comparison: a method against a reference on the same items, one metric; the only source of a verdict.
+
+    ``effect`` = method − reference in the metric's units (fractions for rates), with its
+    ``level`` interval ``[low, high]``, the two-sided ``p`` of its ``test`` and ``p_holm``, Holm's
+    adjustment over the ``family_size`` comparisons of one table (same model, benchmark, split,
+    protocol and metric). ``inputs`` names every result cell used and its predictions file's
+    SHA-256, so a reader can tell when a comparison no longer matches its records.
+    """
+
+    method: Name  # the method label (a result's method)
+    reference: Name  # the label it is set against
+    relation: str  # why this reference: "same-protocol baseline", or a method-specific reason
+    model: Name
+    benchmark: Name
+    split: Name
+    protocol: Name  # the decoding protocol both arms ran under (or "method-vs-reference" across protocols)
+    metric: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    higher_is_better: bool
+    method_value: float  # the metric of each arm, mean over seeds
+    reference_value: float
+    effect: float
+    low: float
+    high: float
+    level: float = 0.95
+    p: float = Field(ge=0, le=1)
+    p_holm: float = Field(ge=0, le=1)
+    family_size: int = Field(ge=1)
+    test: str  # mcnemar-exact, cluster-bootstrap
+    n_items: int = Field(ge=1)  # paired questions or captions (per seed)
+    n_clusters: int = Field(ge=1)  # images
+    n_seeds: int = Field(default=1, ge=1)
+    discordant: Optional[tuple[int, int]] = None  # yes/no: items only the method / only the reference got right
+    replicates: int = Field(default=0, ge=0)  # bootstrap replicates
+    verdict: str = Field(pattern=r"^(better|worse|no detectable change)$")
+    oracle: Optional[str] = None  # why the method's stand-in sees the world's ground truth: ranked apart
+    inputs: dict[str, str]  # result cell -> predictions_sha256 of every record used
+    input_key: str = Field(pattern=r"^[0-9a-f]{64}$")  # hash of inputs, settings and code: unchanged -> reused as is
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.model, self.benchmark, self.split, self.protocol, self.metric, self.method, self.reference)
+
+
+def read_comparisons(results_dir: Path) -> tuple[list[ComparisonRecord], list[str]]:
+    """The comparison records of a results folder (none without a file), and what could not be read."""
+    path = Path(results_dir) / COMPARISONS_NAME
+    if not path.exists():
+        return [], []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [], [f"{path}: not readable JSON ({exc}); make reproduce rewrites it"]
+    if not isinstance(data, dict) or data.get("version") != COMPARISONS_VERSION:
+        found = data.get("version") if isinstance(data, dict) else None
+        return [], [f"{path}: version {found!r}, expected {COMPARISONS_VERSION}; make reproduce rewrites it"]
+    out, problems = [], []
+    for i, entry in enumerate(data.get("comparisons") or []):
+        try:
+            out.append(ComparisonRecord.model_validate(entry))
+        except ValidationError as exc:
+            problems.append(f"{path} comparisons[{i}]: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)))
+    return out, problems
 
 
 def record_name(model: str) -> str:

@@ -24,9 +24,9 @@ distribution over that token, with or without a mitigation method applied:
 
 Each yes/no item gets a row (:func:`diagnose`); :func:`summarize` aggregates rows overall and by
 correct vs hallucinated answers (the answer token parsed by the official POPE rule against the
-label). Methods that search with several beams (OPERA, beam search) have no single first-token
-distribution and are refused; post-decoding methods (Woodpecker, LogicCheckGPT) only rewrite
-text, so their diagnostics are the model's own.
+label). Diagnostics read the common protocol (greedy: one first-token distribution per item; OPERA
+runs with one beam there); post-decoding methods (Woodpecker, LogicCheckGPT) only rewrite text,
+so their diagnostics are the model's own.
 """
 from __future__ import annotations
 
@@ -41,7 +41,6 @@ import torch
 from plugins.methods.attention import AttentionEdit
 from plugins.methods.base import Method, MethodConfig
 from plugins.models.batch import Batch
-from plugins.models.decoding import decoding_of
 
 if TYPE_CHECKING:
     from plugins.models.adapter import LlavaAdapter
@@ -148,20 +147,10 @@ class _Observed(Method):
         self.recorded.append(recorder)  # type: ignore[arg-type]
         return own + [recorder]
 
-    def generation_settings(self) -> dict[str, Any]:
-        return self.inner.generation_settings() if self.inner is not None else {"num_beams": 1}
-
-
-def _check_greedy(method: Optional[Method]) -> None:
-    if decoding_of(method)["num_beams"] != 1:
-        raise DiagnosticsError(f"{type(method).__qualname__} decodes with {decoding_of(method)['num_beams']} beams; "
-                               "the diagnostics read a single first-token distribution and need a greedy method")
-
 
 def first_token_logprobs(adapter: "LlavaAdapter", batch: Batch, method: Optional[Method] = None,
                          batch_size: int = 64) -> torch.Tensor:
     """(B, V) log-probabilities of the first answer token, as ``method`` would decode it (float32, CPU)."""
-    _check_greedy(method)
     observed = _Observed(method)
     adapter.generate(batch, max_new_tokens=1, method=observed, batch_size=batch_size)
     scores = torch.cat([r.scores for r in observed.recorded])  # type: ignore[attr-defined]
@@ -191,7 +180,6 @@ def layer_readout(adapter: "LlavaAdapter", batch: Batch, answer_ids: torch.Tenso
     the position that predicts the first answer token. Returns float32 CPU tensors:
     ``image_attention`` (B, L), ``lens_logp`` and ``lens_top1`` (B, L + 1; index 0 = embeddings).
     """
-    _check_greedy(method)
     n = len(batch)
     run = method.transform_inputs(adapter, batch) if method is not None else batch
     encoded = adapter.encode(run)
@@ -237,7 +225,6 @@ def diagnose(adapter: "LlavaAdapter", batch: Batch, labels: Optional[Sequence[Op
         raise DiagnosticsError(f"{len(labels)} labels for {len(batch)} items, expected one per item")
     if not any(batch.has_images):
         raise DiagnosticsError("no item has an image; visual dependence compares the real image with references")
-    _check_greedy(method)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(batch), batch_size):
         chunk = batch[start:start + batch_size]

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from plugins.api import record_name
+from plugins.api import COMMON_PROTOCOL, cell_path, record_name
 from plugins.files import StatCache, stat_key
 
 PAGES_DIR = Path(__file__).parent / "pages"
@@ -62,20 +62,23 @@ class MatrixExperiment:
     benchmarks: tuple[tuple[str, Optional[tuple[str, ...]]], ...]  # (benchmark, splits, or None for all of them)
     methods: tuple[tuple[str, str, dict], ...]  # (label, plugin, hyper-parameters the matrix sets)
     seeds: tuple[int, ...]
+    protocols: tuple[str, ...] = (COMMON_PROTOCOL,)  # decoding protocols (names in the matrix's protocols)
 
     def cells(self) -> Optional[list[str]]:
         """Its cell names in the runner's order, or None when a benchmark runs all its splits (only the runner knows them)."""
         if any(splits is None for _, splits in self.benchmarks):
             return None
-        return [f"{model}/{bench}/{split}/{label}/seed{seed}" for bench, splits in self.benchmarks for split in splits or ()
-                for model in self.models for label, _, _ in self.methods for seed in self.seeds]
+        return [cell_path(model, bench, split, label, protocol, seed) for bench, splits in self.benchmarks
+                for split in splits or () for model in self.models for label, _, _ in self.methods
+                for protocol in self.protocols for seed in self.seeds]
 
     def holds(self, record: Any) -> bool:
         """Whether a result record is one of this experiment's cells."""
         splits = dict(self.benchmarks).get(record.benchmark, ())
         return (record.model in self.models and record.benchmark in dict(self.benchmarks)
                 and (splits is None or record.split in splits)
-                and record.method in {label for label, _, _ in self.methods} and record.seed in self.seeds)
+                and record.method in {label for label, _, _ in self.methods} and record.seed in self.seeds
+                and record.protocol in self.protocols)
 
 
 def parse_matrix(data: Any) -> list[MatrixExperiment]:
@@ -96,7 +99,8 @@ def parse_matrix(data: Any) -> list[MatrixExperiment]:
             params = dict(params or {})
             methods.append((str(label), str(params.pop("use", label)), params))
         seeds = tuple(int(s) for s in exp.get("seeds") or [0])
-        out.append(MatrixExperiment(exp["name"], models, tuple(benchmarks), tuple(methods), seeds))
+        protocols = tuple(str(p) for p in exp.get("protocols") or [COMMON_PROTOCOL])
+        out.append(MatrixExperiment(exp["name"], models, tuple(benchmarks), tuple(methods), seeds, protocols))
     return out
 
 

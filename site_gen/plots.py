@@ -152,3 +152,32 @@ def loss_curves_svg(stages: Sequence[tuple[str, Sequence[float]]], title: str) -
         axes[0][0].set_ylabel("training loss")
         fig.suptitle(_text(title), fontsize=10, y=1.12)  # above the wrapped panel titles
         return _svg(fig)
+
+
+Interval = tuple[str, float, float, float, str]  # (label, effect, low, high, verdict)
+VERDICT_COLOURS = {"better": "#2e7d32", "worse": "#c62828", "no detectable change": "#757575"}
+
+
+def forest_svg(rows: Sequence[Interval], title: str, xlabel: str) -> str:
+    """Each comparison's effect as a dot with its interval as a bar, coloured by verdict; zero marked.
+
+    >>> svg = forest_svg([("VCD", -1.5, -2.4, -0.7, "worse"), ("PAI", 0.2, -0.3, 0.6, "no detectable change")], "t", "x")
+    >>> svg.startswith("<?xml") and "VCD" in svg
+    True
+    """
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.28 * max(1, len(rows))))
+        for i, (label, effect, low, high, verdict) in enumerate(rows):
+            y = len(rows) - 1 - i
+            colour = VERDICT_COLOURS.get(verdict, "#757575")
+            ax.plot([low, high], [y, y], color=colour, linewidth=2.2, solid_capstyle="butt")
+            ax.plot([effect], [y], "o", color=colour, markersize=5)
+        ax.axvline(0.0, color="#212121", linewidth=0.8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([_text(r[0]) for r in reversed(rows)])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(_text(xlabel))
+        ax.set_title(_text(title), loc="left")
+        ax.grid(axis="x", color="#e0e0e0", linewidth=0.6)
+        ax.set_axisbelow(True)
+        return _svg(fig)

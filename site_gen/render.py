@@ -18,19 +18,20 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from plugins.api import BASELINE, ResultRecord
+from plugins.api import BASELINE, ComparisonRecord, ResultRecord
 
 from .causes import (DIAGNOSTIC_COLUMNS, DIAGNOSTICS_BENCHMARK, cause_arms, cause_results, diagnostics_tables, layer_series,
                      method_diagnostics)
 from .guide import PAGES_DIR, GuideData, guide_context, md_inert, page_sources, read_guide_data
 from .load import KnowledgeBase
 from .memo import BUILD_STAMP, MEMO_DIR, Memo, build_inputs, digest, stamp_matches, write_stamp
-from .reproduced import effect_summary, method_effects, reproduction_tables, side_by_side
+from .reproduced import protocol_text, reproduction_tables, side_by_side
+from .verdicts import mirage_rows, mirage_summary, verdict_summary, verdict_tables
 from .results_index import ResultsIndex, read_results_index
 from .schema import Paper
 from .tables import coverage_families_causes, coverage_methods_levels, survey_table1, survey_table2, survey_table3
@@ -119,8 +120,10 @@ class Renderer:
     def __init__(self, kb: KnowledgeBase, repo_edit_url: Optional[str] = None,
                  results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset(),
                  index: Optional[ResultsIndex] = None, guide: Optional[GuideData] = None,
-                 memo: Optional[Memo] = None, kb_key: Optional[str] = None):
+                 memo: Optional[Memo] = None, kb_key: Optional[str] = None,
+                 comparisons: Sequence[ComparisonRecord] = ()):
         self.kb = kb
+        self.comparisons = list(comparisons)  # results/comparisons.json: the only source of verdicts
         self.repo_edit_url = repo_edit_url
         # Method results feed the tables beside the survey's methods; arms of cause experiments and
         # diagnostics records have pages of their own (site_gen.causes).
@@ -244,7 +247,7 @@ class Renderer:
         tables = reproduction_tables(self.results, self.stale_cells)
         diag_tables = diagnostics_tables(self.all_results, cause_arms(kb), self.stale_cells)
         for mid, m in sorted(kb.methods.items()):
-            effects = method_effects(self.results, mid, self.stale_cells)
+            verdicts = verdict_tables(self.comparisons, self.all_results, self.stale_cells, method=mid)
             page = record_page("method", mid)
             diag = method_diagnostics(diag_tables, mid)
             diag_plot = None
@@ -256,7 +259,7 @@ class Renderer:
                                           "share of attention on image tokens")
             self.render(page, "method.html.j2", m.name, m=m, paper=kb.introduced_by[f"method:{mid}"],
                         reported=self.results_for("method", mid), reproduced=self.reproduced_for("method", mid),
-                        extended_by=extended_by.get(mid, []), effects=effects, effect_summary=effect_summary(effects),
+                        extended_by=extended_by.get(mid, []), verdicts=verdicts, verdict_summary=verdict_summary(verdicts),
                         diag=diag, diag_plot=diag_plot)
         self.render("benchmarks/index.md", "benchmarks_index.html.j2", "Benchmarks", benchmarks=sorted(kb.benchmarks.values(), key=lambda b: b.name.lower()))
         for bid, b in sorted(kb.benchmarks.items()):
@@ -286,11 +289,33 @@ class Renderer:
                                                   "seconds per input (measured)", "accuracy, % (measured)")
         self.render("reproduction.md", "reproduction.html.j2", "Reproduction", wide=True, tables=tables, pairs=side_by_side(kb, tables),
                     plots=repro_plots, baseline=BASELINE, orphans=self.index.not_in_matrix(self.all_results))
+        self._verdicts_page()
         self._causes_and_diagnostics()
         self.assets["assets/graph.json"] = self._graph_json()
         self.render("graph.md", "graph.html.j2", "Graph explorer", wide=True, types=EXPLORER_TYPES)
         self._guide_pages()
         return self.pages
+
+    def protocol_text(self, table: Any) -> str:
+        """The decoding protocol of a reproduction table in words (from its first record; all agree)."""
+        texts = sorted({protocol_text(r.provenance.decoding) for r in table.records})
+        return " / ".join(texts)
+
+    def _verdicts_page(self) -> None:
+        """Every comparison record, one table (a Holm family) per model, benchmark, split, protocol and metric."""
+        tables = verdict_tables(self.comparisons, self.all_results, self.stale_cells)
+        plots = {}
+        for t in tables:
+            rows = [(f"{row.c.method} vs {row.c.reference}", 100 * row.c.effect, 100 * row.c.low, 100 * row.c.high,
+                     row.c.verdict) for row in t.rows]
+            if rows:
+                better = "higher is better" if t.higher_is_better else "lower is better"
+                plots[t.anchor] = self.plot(f"verdicts-{t.anchor}", "forest_svg", rows,
+                                            f"{t.model}: {t.title} ({t.protocol})",
+                                            f"method − reference, points ({better}); bars: 95 % intervals")
+        mirage = mirage_rows(self.comparisons, self.all_results, self.stale_cells)
+        self.render("verdicts.md", "verdicts.html.j2", "Verdicts", wide=True, tables=tables, plots=plots,
+                    summary=verdict_summary(tables), mirage=mirage, mirage_summary=mirage_summary(mirage))
 
     def _guide_pages(self) -> None:
         """The hand-written pages of site_gen/pages/, as Markdown whose every inserted value is inert."""
@@ -339,7 +364,7 @@ class Renderer:
         return self._reported.get((field, value), [])
 
     def reproduced_for(self, field: str, value: str) -> list[ResultRecord]:
-        return [r for r in self.results if getattr(r, field) == value or (field == "benchmark" and r.protocol == value)]
+        return [r for r in self.results if getattr(r, field) == value or (field == "benchmark" and r.follows == value)]
 
     # ------------------------------------------------------------ plots and graph data
     def plot(self, name: str, draw: str, *args) -> str:
@@ -394,7 +419,8 @@ class Renderer:
 
 def generate_docs(kb: KnowledgeBase, root: Path, repo_edit_url: Optional[str] = None,
                   results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset(),
-                  index: Optional[ResultsIndex] = None, guide: Optional[GuideData] = None, memo: bool = True) -> int:
+                  index: Optional[ResultsIndex] = None, guide: Optional[GuideData] = None, memo: bool = True,
+                  comparisons: Sequence[ComparisonRecord] = ()) -> int:
     """Bring ``root/build/docs`` in line with the records; return the page count.
 
     Only files whose content changed are rewritten and files no longer generated are removed,
@@ -408,14 +434,14 @@ def generate_docs(kb: KnowledgeBase, root: Path, repo_edit_url: Optional[str] = 
     cache = Memo(root / MEMO_DIR if memo else None)
     kb_key = kb_digest(kb)
     key = digest(cache.salt, kb_key, repo_edit_url, [r.model_dump_json() for r in results], sorted(stale_cells),
-                 asdict(index), guide.key())
+                 asdict(index), guide.key(), [c.model_dump_json() for c in comparisons])
     made = cache.get("tree", key)
     try:
         tree = json.loads(made) if made is not None else None
     except ValueError:  # a damaged entry is made again
         tree = None
     if not (isinstance(tree, dict) and isinstance(tree.get("files"), dict)):
-        renderer = Renderer(kb, repo_edit_url, results, stale_cells, index, guide, cache, kb_key)
+        renderer = Renderer(kb, repo_edit_url, results, stale_cells, index, guide, cache, kb_key, comparisons)
         pages = renderer.build()
         tree = {"pages": len(pages), "files": {**pages, **renderer.assets}}
         cache.put("tree", key, json.dumps(tree, sort_keys=True, ensure_ascii=False).encode("utf-8"))
@@ -466,6 +492,14 @@ def site_settings(root: Path) -> dict:
     return dict(extra.get("alignscope") or {})
 
 
+def load_checkout_comparisons(root: Path) -> tuple[list[ComparisonRecord], list[str]]:
+    """The comparison records of ``root/results`` and what could not be read, as warning lines."""
+    from plugins.api import read_comparisons
+
+    comparisons, problems = read_comparisons(Path(root) / "results")
+    return comparisons, [f"comparison left out: {p}" for p in problems]
+
+
 def load_checkout_results(root: Path) -> tuple[list[ResultRecord], ResultsIndex, list[str]]:
     """The result records of ``root/results``, the runner's index, and every problem as a warning line.
 
@@ -495,9 +529,10 @@ def generate_checkout(root: Path, kb: KnowledgeBase, memo: bool = True) -> tuple
     Stale results are those ``results/index.json`` marks (site_gen.results_index): the runner is never imported.
     """
     records, index, problems = load_checkout_results(root)
+    comparisons, more = load_checkout_comparisons(root)
     n = generate_docs(kb, root, site_settings(root).get("record_edit_url"), records, index.stale_cells(records), index,
-                      memo=memo)
-    return n, problems
+                      memo=memo, comparisons=comparisons)
+    return n, problems + more
 
 
 def build_site(root: Path, force: bool = False) -> bool:

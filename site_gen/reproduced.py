@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Iterable, Optional
 
-from plugins.api import BASELINE, RATE_METRICS, ResultRecord
+from plugins.api import BASELINE, COMMON_PROTOCOL, RATE_METRICS, ResultRecord
 
 from .load import KnowledgeBase
 from .tables import TABLE1_METRICS, TABLE1_SPLITS
@@ -80,15 +80,40 @@ class ReproRow:
 class ReproTable:
     model: str
     benchmark: str
-    protocol: Optional[str]
+    follows: Optional[str]  # the knowledge-base benchmark whose protocol it follows (reported numbers sit beside it)
     splits: tuple[str, ...]
     metrics: tuple[str, ...]
     rows: list[ReproRow]
     records: list[ResultRecord] = field(default_factory=list)
+    protocol: str = COMMON_PROTOCOL  # the decoding protocol every record of the table ran under
 
     @property
     def anchor(self) -> str:
-        return f"{self.model}--{self.benchmark}"
+        suffix = "" if self.protocol == COMMON_PROTOCOL else f"--{self.protocol}"
+        return f"{self.model}--{self.benchmark}{suffix}"
+
+
+def protocol_text(decoding: dict) -> str:
+    """A record's decoding settings in words.
+
+    >>> protocol_text({"strategy": "sample", "temperature": 1.0, "top_p": 0.9, "suffix": "Answer with one word.",
+    ...                "max_new_tokens": 10})
+    'sampling at temperature 1, top-p 0.9; suffix “Answer with one word.”; up to 10 new tokens'
+    >>> protocol_text({"strategy": "greedy", "num_beams": 1, "max_new_tokens": 8})
+    'greedy; up to 8 new tokens'
+    """
+    strategy = decoding.get("strategy", "greedy")
+    if strategy == "sample":
+        text = f"sampling at temperature {decoding.get('temperature', 1.0):g}, top-p {decoding.get('top_p', 1.0):g}"
+    elif strategy == "beam":
+        text = f"{decoding.get('num_beams')}-beam search"
+    else:
+        text = str(strategy)
+    if decoding.get("suffix"):
+        text += f"; suffix “{decoding['suffix']}”"
+    if decoding.get("max_new_tokens"):
+        text += f"; up to {decoding['max_new_tokens']} new tokens"
+    return text
 
 
 def _ordered(values: Iterable[str], order: tuple[str, ...]) -> tuple[str, ...]:
@@ -97,12 +122,14 @@ def _ordered(values: Iterable[str], order: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def reproduction_tables(records: list[ResultRecord], stale_cells: frozenset[str] = frozenset()) -> list[ReproTable]:
-    """One table per model × benchmark: a row per method (baseline first), a cell per split × metric."""
-    groups: dict[tuple[str, str], list[ResultRecord]] = {}
+    """One table per model × benchmark × protocol (the common one first): a row per method (baseline first),
+    a cell per split × metric."""
+    groups: dict[tuple[str, str, str], list[ResultRecord]] = {}
     for r in records:
-        groups.setdefault((r.model, r.benchmark), []).append(r)
+        groups.setdefault((r.model, r.benchmark, r.protocol), []).append(r)
     tables = []
-    for (model, bench), recs in sorted(groups.items()):
+    for (model, bench, protocol), recs in sorted(groups.items(), key=lambda kv: (kv[0][:2], kv[0][2] != COMMON_PROTOCOL,
+                                                                                 kv[0][2])):
         splits = _ordered((r.split for r in recs), SPLIT_ORDER)
         metrics = (tuple(m for m in SHOWN_METRICS if any(m in r.metrics for r in recs))
                    or _ordered((m for r in recs for m in r.metrics), ()))  # a benchmark with only its own metrics
@@ -122,7 +149,8 @@ def reproduction_tables(records: list[ResultRecord], stale_cells: frozenset[str]
             trained = [r.provenance.train_seconds for r in mrecs if r.provenance.train_seconds is not None]
             rows.append(ReproRow(method, cells, fmean(r.seconds_per_input for r in mrecs),
                                  any(r.cell in stale_cells for r in mrecs), max(trained) if trained else None))
-        tables.append(ReproTable(model, bench, recs[0].protocol, splits, metrics, rows, sorted(recs, key=lambda r: r.cell)))
+        tables.append(ReproTable(model, bench, recs[0].follows, splits, metrics, rows, sorted(recs, key=lambda r: r.cell),
+                                 protocol))
     return tables
 
 
@@ -138,16 +166,16 @@ class SideBySide:
 
 
 def side_by_side(kb: KnowledgeBase, tables: list[ReproTable]) -> list[SideBySide]:
-    """Pair each reproduced method × split with what papers report for it under the same protocol."""
+    """Pair each reproduced method × split (common protocol) with what papers report for it on the same benchmark."""
     out = []
     keys: dict[tuple[str, str, str], list] = {}
     for t in tables:
-        if not t.protocol or "accuracy" not in t.metrics:  # reported numbers are in Table 1's terms: accuracy, F1 ...
+        if not t.follows or "accuracy" not in t.metrics or t.protocol != COMMON_PROTOCOL:  # Table 1's terms: accuracy, F1 ...
             continue
         for row in t.rows:
             for split in t.splits:
                 if any(s == split for s, _ in row.cells):
-                    keys.setdefault((row.method, t.protocol, split), []).append((t, row))
+                    keys.setdefault((row.method, t.follows, split), []).append((t, row))
     for (method, protocol, split), repro in sorted(keys.items(), key=lambda kv: (kv[0][0] != BASELINE, kv[0])):
         kb_method = None if method == BASELINE else method
         reported = [(pid, r) for pid, p in sorted(kb.papers.items()) for r in p.reported
@@ -158,86 +186,3 @@ def side_by_side(kb: KnowledgeBase, tables: list[ReproTable]) -> list[SideBySide
 
 # ---------------------------------------------------------------- a method's effect against the baseline
 
-HEADLINE_METRICS = (("accuracy", True), ("chair_i", False))
-"""Per benchmark, the first of these it reports judges a method: (metric, higher is better)."""
-CLEAR_CHANGE = 1.0
-"""Percentage points a headline metric must move before the site calls it a change.
-
-About the standard error of an accuracy on 3,000 answers near 70 % (0.84 points); smaller
-differences are reported as they are but called "no clear change".
-"""
-
-
-@dataclass(frozen=True)
-class Effect:
-    """A method's headline metric on one model × benchmark × split, beside the baseline's."""
-
-    model: str
-    benchmark: str
-    split: str
-    metric: str
-    higher_is_better: bool
-    baseline: float  # percent, mean over the seeds both have
-    value: float  # percent
-    stale: bool
-
-    @property
-    def delta(self) -> float:
-        return self.value - self.baseline
-
-    @property
-    def verdict(self) -> str:
-        gain = self.delta if self.higher_is_better else -self.delta
-        if abs(gain) < CLEAR_CHANGE:
-            return "no clear change"
-        return "better" if gain > 0 else "worse"
-
-
-def method_effects(records: list[ResultRecord], method: str, stale_cells: frozenset[str] = frozenset()) -> list[Effect]:
-    """The method's headline metric beside the baseline's, for every cell both ran (same model, split, seeds)."""
-    cells: dict[tuple[str, str, str, str], dict[int, ResultRecord]] = {}
-    for r in records:
-        if r.method in (method, BASELINE):
-            cells.setdefault((r.model, r.benchmark, r.split, r.method), {})[r.seed] = r
-    effects = []
-    for (model, bench, split, who), mine in sorted(cells.items()):
-        if who != method or (model, bench, split, BASELINE) not in cells:
-            continue
-        base = cells[(model, bench, split, BASELINE)]
-        seeds = sorted(set(mine) & set(base))
-        metric = next(((m, up) for m, up in HEADLINE_METRICS if seeds and all(m in mine[s].metrics and m in base[s].metrics
-                                                                               for s in seeds)), None)
-        if metric is None:
-            continue
-        name, up = metric
-        effects.append(Effect(model, bench, split, name, up, 100 * fmean(base[s].metrics[name] for s in seeds),
-                              100 * fmean(mine[s].metrics[name] for s in seeds),
-                              any(mine[s].cell in stale_cells or base[s].cell in stale_cells for s in seeds)))
-    return effects
-
-
-def effect_summary(effects: list[Effect]) -> str:
-    """One honest sentence: on how many cells the method was better, worse, or not clearly different.
-
-    >>> e = lambda d: Effect("m", "b", "s", "accuracy", True, 70.0, 70.0 + d, False)
-    >>> effect_summary([e(2.0), e(-0.4), e(-3.0)])
-    'Better than the baseline on 1 of 3 measured cells, worse on 1, no clear change (under 1.0 point) on 1.'
-    >>> effect_summary([e(0.2)])
-    'It did not help: no clear change (under 1.0 point) on all 1 measured cells.'
-    """
-    counts = {v: sum(e.verdict == v for e in effects) for v in ("better", "worse", "no clear change")}
-    n = len(effects)
-    if not n:
-        return ""
-    if counts["better"] == 0:
-        parts = [f"worse on {counts['worse']}"] if counts["worse"] else []
-        if counts["no clear change"]:
-            parts.append(f"no clear change (under {CLEAR_CHANGE:.1f} point) on "
-                         + (f"all {n}" if counts["no clear change"] == n else str(counts["no clear change"])))
-        return "It did not help: " + ", ".join(parts) + " measured cells."
-    text = f"Better than the baseline on {counts['better']} of {n} measured cells"
-    if counts["worse"]:
-        text += f", worse on {counts['worse']}"
-    if counts["no clear change"]:
-        text += f", no clear change (under {CLEAR_CHANGE:.1f} point) on {counts['no clear change']}"
-    return text + "."

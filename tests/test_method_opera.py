@@ -1,11 +1,11 @@
-"""OPERA (over-trust penalty in beam search) and plain beam search, its baseline."""
+"""OPERA (over-trust penalty in beam search); plain beam search, its baseline, is the baseline under a beam protocol."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from plugins.methods.attention import AttentionEdit
-from plugins.models.decoding import decoding_of
+from plugins.models.decoding import Protocol
 from plugins.methods.opera import IMAGE_PHASE_TOKENS, OperaProcessor, column_scores, opera_penalty
 from plugins.models.batch import Batch
 from plugins.registry import create_method, list_methods
@@ -19,22 +19,15 @@ def batch():
                                                            "is the dog left of the cat ?"], seed=2)
 
 
-def test_registered_with_official_defaults_and_beam_search():
-    assert {"opera", "beam"} <= set(list_methods())
+BEAMS3 = Protocol(decoding="beam", num_beams=3)
+
+
+def test_registered_with_official_defaults_and_the_beams_are_the_protocols():
+    assert "opera" in list_methods() and "beam" not in list_methods()
     opera = create_method("opera")
-    assert (opera.config.num_beams, opera.config.scale_factor, opera.config.num_attn_candidates,
-            opera.config.penalty_weight) == (5, 50.0, 5, 1.0)
-    assert decoding_of(opera) == {"strategy": "beam", "num_beams": 5}
-    assert decoding_of(create_method("baseline")) == {"strategy": "greedy", "num_beams": 1}
-
-
-def test_a_method_may_choose_only_the_search():
-    class Sampler(type(create_method("beam"))):
-        def generation_settings(self):
-            return {"do_sample": True}
-
-    with pytest.raises(ValueError, match=r"sets \['do_sample'\]; a method may only choose \['num_beams'\]"):
-        decoding_of(Sampler())
+    assert (opera.config.scale_factor, opera.config.num_attn_candidates, opera.config.penalty_weight) == (50.0, 5, 1.0)
+    with pytest.raises(ValueError, match="num_beams"):
+        create_method("opera", {"num_beams": 5})  # the protocol searches, not the method
 
 
 # ---------------------------------------------------------------- the penalty on hand-computed tensors
@@ -66,7 +59,7 @@ def test_candidate_attention_equals_a_full_pass_with_the_candidate_appended(adap
     """The one-pass candidate rows (cache copy + 4-D mask) match running each candidate alone without a cache."""
     from transformers import DynamicCache
 
-    method = create_method("opera", {"num_beams": 1, "num_attn_candidates": 3})
+    method = create_method("opera", {"num_attn_candidates": 3})
     encoded = adapter.encode(batch)
     with torch.inference_mode(), method.hooks(adapter, batch):
         processor = method.logits_processors(adapter, batch)[0]
@@ -94,43 +87,38 @@ def test_candidate_attention_equals_a_full_pass_with_the_candidate_appended(adap
 
 def test_without_penalty_over_all_tokens_opera_is_plain_beam_search(adapter, batch):
     vocab = adapter.model.config.text_config.vocab_size
-    off = create_method("opera", {"penalty_weight": 0.0, "num_attn_candidates": vocab, "num_beams": 3})
-    beam = create_method("beam", {"num_beams": 3})
-    assert adapter.generate(batch, max_new_tokens=6, method=off) == adapter.generate(batch, max_new_tokens=6,
-                                                                                     method=beam)
-
-
-def test_one_beam_is_greedy(adapter, batch):
-    assert adapter.generate(batch, max_new_tokens=6, method=create_method("beam", {"num_beams": 1})) == \
-        adapter.generate(batch, max_new_tokens=6)
+    off = create_method("opera", {"penalty_weight": 0.0, "num_attn_candidates": vocab})
+    assert adapter.generate(batch, max_new_tokens=6, method=off, protocol=BEAMS3) == \
+        adapter.generate(batch, max_new_tokens=6, protocol=BEAMS3)
 
 
 def test_answers_do_not_depend_on_the_batch_size(adapter, batch):
-    method = create_method("opera", {"num_beams": 3, "scale_factor": 5.0})
-    assert adapter.generate(batch, max_new_tokens=12, method=method, batch_size=1) == \
-        adapter.generate(batch, max_new_tokens=12, method=method, batch_size=4)
+    method = create_method("opera", {"scale_factor": 5.0})
+    assert adapter.generate(batch, max_new_tokens=12, method=method, batch_size=1, protocol=BEAMS3) == \
+        adapter.generate(batch, max_new_tokens=12, method=method, batch_size=4, protocol=BEAMS3)
 
 
-@pytest.mark.parametrize("name", ["opera", "beam"])
+@pytest.mark.parametrize("name", ["opera", "baseline"])
 def test_a_shared_prompt_prefix_leaves_beam_answers_unchanged(adapter, name):
     """Three questions per image: the prompt prefix is encoded once per image (2 rows), then each
     item's remaining tokens once, then its last token once per beam; answers are as alone."""
     batch = pope_style_batch()
-    method = create_method(name, {"num_beams": 3, **({"scale_factor": 5.0} if name == "opera" else {})})
+    method = create_method(name, {"scale_factor": 5.0} if name == "opera" else {})
     with language_model_passes(adapter) as passes:
-        together = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch))
+        together = adapter.generate(batch, max_new_tokens=8, method=method, batch_size=len(batch), protocol=BEAMS3)
     rows = [r for r, _ in passes]
     assert rows[:3] == [2, len(batch), 3 * len(batch)], rows
     if name == "opera":  # at the first step the 3 beams of an item are alike: one candidate row per item
         assert passes[3] == (len(batch), 5), passes
-    assert together == [adapter.generate(batch[i], max_new_tokens=8, method=method)[0] for i in range(len(batch))]
+    assert together == [adapter.generate(batch[i], max_new_tokens=8, method=method, protocol=BEAMS3)[0]
+                        for i in range(len(batch))]
 
 
 def test_the_model_is_unchanged_afterwards(adapter, batch):
     before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
     hooks = all_hooks(adapter)
     implementation = adapter.model.config.text_config._attn_implementation
-    adapter.generate(batch, max_new_tokens=4, method=create_method("opera"))
+    adapter.generate(batch, max_new_tokens=4, method=create_method("opera"), protocol=BEAMS3)
     assert all_hooks(adapter) == hooks
     assert adapter.model.config.text_config._attn_implementation == implementation
     after = adapter.model.state_dict()
@@ -149,7 +137,7 @@ def test_the_penalty_changes_beam_scores_on_the_default_model():
     sampler = SceneSampler(WorldConfig())
     images = [render(sampler.sample_split("test", i), WorldConfig()) for i in range(3)]
     batch = Batch(images=images, prompts=["is there a red circle in the image ?"] * 3, seed=0)
-    method = create_method("opera", {"num_beams": 1})
+    method = create_method("opera")
     encoded = model.encode(batch)
     with torch.inference_mode(), method.hooks(model, batch):
         processor = method.logits_processors(model, batch)[0]

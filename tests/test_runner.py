@@ -55,7 +55,7 @@ def test_cells_run_write_records_and_predictions_that_agree(env):
         assert record.provenance.decoding["strategy"] == "greedy"
         assert record.seconds_per_input > 0
     pope = next(r for r in records if r.benchmark == "pope")
-    assert pope.n_samples == 18 and pope.protocol == "pope"
+    assert pope.n_samples == 18 and pope.follows == "pope" and pope.protocol == "common"
     assert next(r for r in records if r.benchmark == "world-relation").n_samples == 6
 
 

@@ -109,7 +109,7 @@ def test_strict_build_of_the_repository(repo_copy):
         assert (site / "methods" / mid / "index.html").is_file(), mid
     n_md = sum(1 for p in pages if p.endswith(".md"))
     n_records = len(kb.taxonomy) + len(kb.papers) + len(kb.methods) + len(kb.benchmarks) + len(kb.models)
-    assert n_md == 12 + len(page_sources()) + n_records  # 12 index pages (nav), the hand-written pages, one page per record
+    assert n_md == 13 + len(page_sources()) + n_records  # 13 index pages (nav), the hand-written pages, one page per record
     table = (site / "tables" / "index.html").read_text()
     assert '<td data-split="popular" data-metric="f1"></td>' in table  # SID's empty cell stays empty
     assert '<td data-split="adversarial" data-metric="precision">94.1</td>' in table
@@ -119,7 +119,7 @@ def _result(method: str, split: str, acc: float, seed: int = 0, **extra):
     from plugins.api import ResultRecord
 
     return ResultRecord.model_validate({
-        "method": method, "benchmark": "pope-synth", "split": split, "model": "tiny-test-model", "protocol": "pope",
+        "method": method, "benchmark": "pope-synth", "split": split, "model": "tiny-test-model", "follows": "pope",
         "seed": seed, "n_samples": 12, "metrics": {"accuracy": acc, "precision": 0.5, "recall": 0.25, "f1": 0.2, "yes_ratio": 0.5},
         "seconds_per_input": 0.125, "fingerprint": "0123456789abcdef",
         "provenance": {"git_commit": "abcdef0123", "dirty": False, "package_versions": {"torch": "x"}, "device": "cpu",

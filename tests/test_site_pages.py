@@ -51,8 +51,9 @@ def repo_pages(tmp_path_factory):
 def cells_of(spec: dict) -> list[str]:
     """An experiment's cells, computed here from the YAML as the runner's docstring defines them."""
     benches = spec["benchmarks"]
-    return [f"{m}/{b}/{s}/{label}/seed{k}" for b, splits in benches.items() for s in (splits if isinstance(splits, list) else splits["splits"])
-            for m in spec["models"] for label in spec["methods"] for k in spec.get("seeds", [0])]
+    protocols = ["" if p == "common" else f"{p}/" for p in spec.get("protocols", ["common"])]
+    return [f"{m}/{b}/{s}/{label}/{p}seed{k}" for b, splits in benches.items() for s in (splits if isinstance(splits, list) else splits["splits"])
+            for m in spec["models"] for label in spec["methods"] for p in protocols for k in spec.get("seeds", [0])]
 
 
 def row_of(page: str, first_cell: str, section: str = "") -> list[str]:

@@ -102,14 +102,20 @@ def test_training_happens_once_per_checkpoint_and_config(adapter, world_question
     assert len(calls) == 3 and len(list((artifact_cache / "tuned-lrv").glob("*.pt"))) == 2
 
 
-def test_rdpo_with_visual_weight_zero_trains_exactly_dpo(adapter, artifact_cache):
-    dpo = DPO(TINY).tuned(adapter)
-    rdpo = RDPO({**TINY, "visual_weight": 0}).tuned(adapter)
+@pytest.mark.parametrize("data", ["ha-dpo", "re-align"])
+def test_rdpo_with_visual_weight_zero_trains_exactly_dpo_on_the_same_data(adapter, artifact_cache, data):
+    dpo = DPO({**TINY, "data": data}).tuned(adapter)
+    rdpo = RDPO({**TINY, "visual_weight": 0, "data": data}).tuned(adapter)
     assert dpo["state"].keys() == rdpo["state"].keys()
     assert all(torch.equal(dpo["state"][k], rdpo["state"][k]) for k in dpo["state"])
     assert dpo["stats"]["losses"] == rdpo["stats"]["losses"]
-    full = RDPO(TINY).tuned(adapter)  # the visual term changes the run
+    full = RDPO({**TINY, "data": data}).tuned(adapter)  # the visual term changes the run
     assert full["stats"]["losses"] != dpo["stats"]["losses"]
+
+
+def test_rdpo_trains_on_re_align_pairs_by_default_and_they_are_not_dpos(adapter, artifact_cache):
+    assert RDPO().config.data == "re-align" and DPO().config.data == "ha-dpo"
+    assert RDPO(TINY).tuned(adapter)["stats"]["losses"] != RDPO({**TINY, "data": "ha-dpo"}).tuned(adapter)["stats"]["losses"]
 
 
 def test_committed_tiny_checkpoint_answers_world_questions_after_tuning(world_questions, artifact_cache):

@@ -162,3 +162,56 @@ def test_negative_instructions_are_the_hard_ones_and_balanced():
     lies = hallucinated_captions(data, WORLD, seed=0)
     assert all(caption_errors(t, s, WORLD) >= 1 for t, s in zip(lies, data.scenes))
     assert scene_rng(0, data.scenes[0]).random() == scene_rng(0, data.scenes[0]).random()
+
+
+# ---------------------------------------------------------------- Re-Align: rejected answers from the retrieved image
+
+OTHER = Scene(seed=8, image_size=64, objects=(
+    SceneObject("star", "yellow", "large", x=40, y=22, extent=20),  # shared category, another colour
+    SceneObject("circle", "red", "small", x=44, y=48, extent=14)))  # circle right of / below the star here
+
+
+def test_retrieved_content_is_written_in_object_first_then_colour_then_relation():
+    from plugins.tuning.preferences import inject_retrieved
+
+    rng = np.random.default_rng(0)
+    with_heart = Scene(seed=9, image_size=64, objects=OTHER.objects + (SceneObject("heart", "red", "small", 4, 48, 14),))
+    text, how = inject_retrieved(SCENE, with_heart, WORLD, rng)
+    assert how == "object" and "heart" in text and len(text.split()) == len(caption(SCENE, WORLD).split())
+    assert caption_errors(text, SCENE, WORLD) >= 1
+    text, how = inject_retrieved(SCENE, OTHER, WORLD, rng)  # no object to borrow: the star's colour in OTHER
+    assert how == "attribute" and "yellow star" in text and caption_errors(text, SCENE, WORLD) == 1
+    same_colours = Scene(seed=10, image_size=64, objects=(
+        SceneObject("star", "blue", "large", x=2, y=22, extent=20), SceneObject("circle", "red", "small", x=44, y=25, extent=14)))
+    text, how = inject_retrieved(SCENE, same_colours, WORLD, rng)  # only a relation differs: circle right of star
+    assert how == "relation" and text.startswith("a large blue star left of a small red circle")  # as same_colours has it
+    assert caption_errors(text, SCENE, WORLD) == 1
+    text, how = inject_retrieved(SCENE, SCENE, WORLD, rng)
+    assert how == "prior"
+
+
+def test_retrieved_questions_are_false_here_and_true_there():
+    from plugins.tuning.preferences import retrieved_questions
+
+    qs = retrieved_questions(SCENE, OTHER, WORLD, 10, np.random.default_rng(0))
+    texts = {q.text for q in qs}
+    assert "is the star yellow ?" in texts and all(q.answer == "no" for q in qs)
+    assert any(q.kind == "relation" for q in qs)
+    assert len(retrieved_questions(SCENE, OTHER, WORLD, 1, np.random.default_rng(0))) == 1
+
+
+def test_realign_pairs_need_retrieval_and_balance_yes_and_no(adapter):
+    from plugins.models.data import build_world_data
+    from plugins.tuning.preferences import PreferenceData, realign_pairs
+
+    data = PreferenceData(build_world_data(WORLD, 8, PREFERENCE_SPLIT), ())
+    with pytest.raises(ValueError, match="with_retrieval first"):
+        realign_pairs(data, WORLD)
+    prefs = realign_pairs(with_retrieval(data, adapter), WORLD, seed=0, counts=(2, 2, 2))
+    assert prefs.retrieved is not None and all(p.source == "retrieved" for p in prefs.pairs)
+    captions_ = [p for p in prefs.pairs if p.kind == "caption"]
+    assert len(captions_) == 8 and all(p.chosen == prefs.data.captions[p.image] for p in captions_)
+    assert all(caption_errors(p.rejected, prefs.data.scenes[p.image], WORLD) >= 1 for p in captions_)
+    yesno = [p for p in prefs.pairs if p.kind != "caption"]
+    assert sum(p.chosen == "yes" for p in yesno) == sum(p.chosen == "no" for p in yesno) > 0
+    assert realign_pairs(with_retrieval(data, adapter), WORLD, seed=0) == prefs  # deterministic

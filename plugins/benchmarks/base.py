@@ -31,6 +31,7 @@ import numpy as np
 
 from plugins.files import files_sha256
 from plugins.config import StrictConfig, unknown
+from plugins.models.decoding import COMMON, Protocol
 
 __all__ = ["Item", "Benchmark", "BenchmarkConfig", "BenchmarkError", "default_data_dir", "load_image"]
 
@@ -70,7 +71,12 @@ class Benchmark:
     protocol: ClassVar[Optional[str]] = None  # knowledge-base benchmark id whose protocol this follows
     splits: ClassVar[tuple[str, ...]] = ()
     parser: ClassVar[str] = ""  # answer parser name-version, e.g. pope-official-v1
-    max_new_tokens: ClassVar[int] = 8  # generation length the answers need
+    max_new_tokens: ClassVar[int] = 8  # generation length the answers need (a protocol may set another)
+    common_protocol_only: ClassVar[bool] = False  # True for a benchmark that reads internals, not decoded answers
+
+    def answer_budget(self, protocol: Optional[Protocol] = None) -> int:
+        """New tokens per answer under ``protocol``: its own budget, else this benchmark's."""
+        return (protocol.max_new_tokens if protocol is not None else None) or self.max_new_tokens
     Config: ClassVar[type[BenchmarkConfig]] = BenchmarkConfig
 
     def __init__(self, options: Optional[Mapping[str, Any]] = None, data_dir: Optional[Path] = None):
@@ -100,15 +106,19 @@ class Benchmark:
         raise NotImplementedError
 
     def evaluate(self, adapter: Any, method: Any, split: str, items: Sequence[Item], *, batch_size: int, seed: int,
-                 progress: Optional[Callable[[int], None]] = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                 progress: Optional[Callable[[int], None]] = None,
+                 protocol: Optional[Protocol] = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Run the model (with ``method``) on ``items`` and score it: ``(metrics, per-item records)``.
 
-        The default answers every item by greedy generation through the adapter (the method's
-        extension points applied) and hands the answers to :meth:`score`. A benchmark that reads
-        the model's internals instead of its answers overrides this.
+        The default answers every item through the adapter (the method's extension points applied)
+        as ``protocol`` says — its search, its suffix after each question, its answer budget
+        (default: the common protocol, greedy) — and hands the answers to :meth:`score`. A benchmark
+        that reads the model's internals instead of its answers overrides this and sets
+        ``common_protocol_only = True``.
         """
         from plugins.models.batch import Batch
 
+        protocol = protocol or COMMON
         images: dict[Path, Any] = {}
         for item in items:
             if item.image is not None and item.image not in images:
@@ -117,8 +127,9 @@ class Benchmark:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             batch = Batch(images=[images[i.image] if i.image is not None else None for i in chunk],
-                          prompts=[i.prompt for i in chunk], ids=[i.id for i in chunk], seed=seed)
-            answers += adapter.generate(batch, max_new_tokens=self.max_new_tokens, method=method, batch_size=batch_size)
+                          prompts=[protocol.prompt(i.prompt) for i in chunk], ids=[i.id for i in chunk], seed=seed)
+            answers += adapter.generate(batch, max_new_tokens=self.answer_budget(protocol), method=method,
+                                        batch_size=batch_size, protocol=protocol)
             if progress is not None:
                 progress(len(chunk))
         return self.score(split, items, answers)

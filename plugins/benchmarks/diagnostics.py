@@ -56,6 +56,7 @@ class WorldDiagnostics(WorldBenchmark):
     splits = tuple(SOURCES)
     parser = "diagnostics-v1"  # plugins.diagnostics: the top first token, parsed by the official POPE rule
     max_new_tokens = 1  # only the first answer token is read
+    common_protocol_only = True  # reads the greedy first-token distribution, under no suffix
     Config = DiagnosticsOptions
 
     def _source(self, split: str) -> tuple[Any, str]:
@@ -73,7 +74,7 @@ class WorldDiagnostics(WorldBenchmark):
         return bench.data_files(source_split)
 
     def evaluate(self, adapter: Any, method: Any, split: str, items: Sequence[Item], *, batch_size: int, seed: int,
-                 progress: Any = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                 progress: Any = None, protocol: Any = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """:func:`plugins.diagnostics.diagnose` with the cell's method; metrics are :func:`~plugins.diagnostics.summarize`."""
         from plugins.benchmarks.base import load_image
         from plugins.diagnostics import diagnose, summarize

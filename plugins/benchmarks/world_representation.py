@@ -26,6 +26,7 @@ class WorldRepresentation(WorldBenchmark):
     splits = ("captions",)
     folder = "caption"
     parser = "representation-v1"  # plugins.benchmarks.representation: no answers are parsed
+    common_protocol_only = True  # embeds images and captions; nothing is decoded
     max_new_tokens = 1  # nothing is generated
     k = 10  # nearest neighbours for mutual kNN (Huh et al. 2024 use 10)
 
@@ -41,7 +42,7 @@ class WorldRepresentation(WorldBenchmark):
         return QuestionFileBenchmark.data_files(self, "all") + [self.test_set.root / "scenes.jsonl"]
 
     def evaluate(self, adapter: Any, method: Any, split: str, items: Sequence[Item], *, batch_size: int, seed: int,
-                 progress: Any = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                 progress: Any = None, protocol: Any = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Image vs exact-caption embeddings per LM layer; the method's forward hooks are active."""
         from plugins.benchmarks.base import load_image
         from plugins.benchmarks.representation import METRICS, alignment_profile

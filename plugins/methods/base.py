@@ -152,16 +152,6 @@ class Method:
         """Wall seconds spent training for the weights in use (parameter-tuning methods); None otherwise."""
         return None
 
-    def generation_settings(self) -> dict[str, Any]:
-        """How ``generate`` searches: ``{"num_beams": 1}`` (greedy, the default) or more beams.
-
-        Only the search itself may change (keys of :data:`plugins.models.decoding.GENERATION_SETTINGS`,
-        checked by :func:`plugins.models.decoding.decoding_of`); sampling never, so
-        every result stays deterministic. Beam search keeps transformers' defaults otherwise
-        (length penalty 1, no early stopping), as the official OPERA evaluation does.
-        """
-        return {"num_beams": 1}
-
     # ------------------------------------------------------------ identity
 
     def fingerprint_payload(self) -> dict[str, Any]:

@@ -8,11 +8,12 @@ stream's next-token logits (B, V) and ``l'`` the contrast stream's::
     keep   = l >= log(β) + max(l)                  # adaptive plausibility cut (VCD, Li et al. 2023)
     scores = combine(l, l', t)  where keep, −inf elsewhere
 
-and the greedy token is ``argmax(scores)``; the same token extends both streams. A subclass
-says what the contrast stream is (:meth:`ContrastiveMethod.contrast_inputs`, and for VCD a
-change of the preprocessed pixels, :meth:`ContrastiveMethod.contrast_pixels`) and what
-``combine`` is. The official implementations sample from ``softmax(scores)``; AlignScope
-decodes greedily, so every method is compared on the same deterministic footing.
+and the next token is chosen from ``scores`` by the protocol — ``argmax`` under the common,
+greedy protocol; a draw from ``softmax(scores / T)`` under a sampling protocol, as the official
+implementations do (:mod:`plugins.models.sampling`, applied after this processor) — and extends
+both streams. A subclass says what the contrast stream is (:meth:`ContrastiveMethod.contrast_inputs`,
+and for VCD a change of the preprocessed pixels, :meth:`ContrastiveMethod.contrast_pixels`) and
+what ``combine`` is.
 
 **Two ways to run the contrast stream, same answers.** A contrastive method costs one extra
 forward pass of every step. On a small batch the cost is the per-call overhead, not the

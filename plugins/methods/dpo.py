@@ -33,6 +33,8 @@ it the tiny model's captions degenerated in our runs on a validation stream of t
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, NonNegativeInt
 
 from plugins.methods.tuned import TunedConfig, TunedMethod
@@ -49,6 +51,7 @@ class PreferenceConfig(TunedConfig):
     captions: bool = True  # also one caption pair per scene
     beta: float = Field(0.1, gt=0)  # β of the DPO loss (official 0.1)
     sft_weight: float = Field(1.0, ge=0)  # weight of the chosen answers' cross-entropy (HA-DPO gamma, Re-Align sft_weight: both 0; see docstring)
+    data: Literal["ha-dpo", "re-align"] = "ha-dpo"  # rejected answers: the model's own errors (HA-DPO) or the retrieved image's content (Re-Align)
 
 
 @register_method("dpo")

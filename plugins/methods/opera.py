@@ -20,7 +20,11 @@ beam's running score — the official ``opera_beam_search`` (transformers 4.29.2
 per-row constant.
 
 Official defaults (README, ``pope_eval.py`` and ``chair_eval.py``): 5 beams, σ = 50,
-5 candidates per beam, penalty weight 1, rollback threshold 15.
+5 candidates per beam, penalty weight 1, rollback threshold 15; answers capped at 10 new tokens
+on POPE and 512 on CHAIR. The beams are the protocol's, not the method's
+(:mod:`plugins.models.decoding`): OPERA's paper protocol is 5-beam search, and its reference is the
+baseline under that protocol — plain 5-beam search. Under the common (greedy) protocol it
+re-scores the one beam it keeps.
 
 **Deviations.**
 
@@ -111,7 +115,7 @@ class OperaProcessor:
 
     def __init__(self, method: "OPERA", model: "LlavaAdapter", prompt_mask: torch.Tensor, image_mask: torch.Tensor,
                  edit: AttentionEdit, state: dict[str, Any]):
-        beams = method.config.num_beams
+        beams = model.protocol.num_beams  # the protocol searches; OPERA re-scores whatever beams it keeps
         self.method, self.model, self.edit, self.state = method, model, edit, state
         self.beams = beams
         self.prompt_length = prompt_mask.shape[1]
@@ -224,19 +228,6 @@ class OperaProcessor:
         return out / out.sum(dim=-1, keepdim=True)
 
 
-@register_method("beam")
-class BeamSearch(Method):
-    """Plain beam search: OPERA's own baseline (the same search without the penalty)."""
-
-    shares_prompt_prefixes: ClassVar[bool] = True  # no hooks
-
-    class Config(MethodConfig):
-        num_beams: int = Field(5, ge=1)  # beams kept per item (OPERA's evaluation uses 5)
-
-    def generation_settings(self) -> dict[str, Any]:
-        return {"num_beams": self.config.num_beams}
-
-
 @register_method("opera")
 class OPERA(Method):
     """Beam search whose candidates pay for attention that piles up on a few answer tokens."""
@@ -245,13 +236,9 @@ class OPERA(Method):
     shares_prompt_prefixes: ClassVar[bool] = True
 
     class Config(MethodConfig):
-        num_beams: int = Field(5, ge=1)  # beam size (official 5)
         scale_factor: float = Field(50.0, gt=0)  # σ: attention weights are scaled before the column product
         num_attn_candidates: int = Field(5, ge=1)  # candidates re-scored per beam (official 5; "fast" setting 1)
         penalty_weight: float = Field(1.0, ge=0)  # weight of the penalty on the log-probability (official 1)
-
-    def generation_settings(self) -> dict[str, Any]:
-        return {"num_beams": self.config.num_beams}
 
     def hooks(self, model: "LlavaAdapter", batch: "Batch"):
         last = len(model.decoder_layers) - 1

@@ -20,14 +20,19 @@ tokens but by the best *other* token at each position (``_get_noisy_batch_logps`
 ``dpo_trainer.py`` the README has users copy over trl's); ``scoring="official"`` reproduces
 that, the default ``"answer"`` scores the text as the paper's equation and our DESIGN read.
 
-**Here**: the ``dpo`` pairs, plus for every image its nearest different image of the set by
-cosine similarity of the model's own image embedding (mean projected image feature,
-:func:`plugins.tuning.preferences.with_retrieval`).
+**Here**: for every image its nearest different image of the set by cosine similarity of the
+model's own image embedding (mean projected image feature,
+:func:`plugins.tuning.preferences.with_retrieval`), and from that one retrieval both preferences,
+as the paper builds them (``data="re-align"``, the default; :func:`plugins.tuning.preferences.realign_pairs`):
+rejected answers are the faithful answer with the retrieved image's content written in (an object,
+a colour or a relation it shows), and the visual term prefers the chosen answer under its own image
+to the same answer under the retrieved one. ``data="ha-dpo"`` trains on ``dpo``'s pairs instead.
+The matrix separates what the data and the loss each contribute: rDPO against DPO on the same
+Re-Align pairs (the loss), and DPO on Re-Align pairs against DPO on HA-DPO pairs (the data).
 
 **Deviations.** Those of ``dpo`` (full fine-tuning, lr 5e-5, 300 steps, ``sft_weight`` 1), and:
-Re-Align's rejected answers are GPT-written rewrites that inject content of the retrieved
-image; here the text pairs are exactly ``dpo``'s, so the two methods differ only in the visual
-term; no warm-up (as ``dpo``), instead of 3 %.
+Re-Align's rejected answers are rewrites by an LLM; here the world's closed grammar writes them,
+one borrowed fact per caption; no warm-up (as ``dpo``), instead of 3 %.
 
 >>> RDPO().config.visual_weight, RDPO().config.scoring
 (1.0, 'answer')
@@ -58,4 +63,5 @@ class RDPO(DPO):
         """See the module docstring."""
 
         visual_weight: float = Field(1.0, ge=0)  # λ of the visual preference term (official: 1, the terms are added); 0 = DPO
+        data: Literal["ha-dpo", "re-align"] = "re-align"  # its paper's pairs: rejected answers carry the retrieved image's content
         scoring: Literal["answer", "official"] = "answer"  # how rejected / retrieved answers are scored (see plugins.tuning.losses.runner_up_logps)

@@ -9,9 +9,12 @@ owe little to the image, so they are pushed down::
 
     scores = (1 + α)·l(v, x) − α·l(v', x)    on tokens with p(v, x) >= β·max p, −inf elsewhere
 
-Official defaults (``experiments/cd_scripts/llava1.5_pope.bash`` and the paper): α = 1,
-β = 0.1, noise step 500. The official sampler draws from ``softmax(scores)``; AlignScope takes
-the argmax (see :mod:`plugins.methods.contrastive`). Noise ε is drawn from
+Official defaults: α = 1, β = 0.2, noise step 500 — the values of the official POPE script
+(``experiments/cd_scripts/llava1.5_pope.bash``: ``cd_alpha=1``, ``cd_beta=0.2``,
+``noise_step=500``); the argparse default of ``cd_beta`` is 0.1. That script samples from
+``softmax(scores)`` at temperature 1 and appends "Please answer this question with one word." to
+each POPE question: the matrix runs VCD under that sampling protocol (five seeds) as well as under
+the common, greedy one (:mod:`plugins.models.decoding`). Noise ε is drawn from
 ``batch.image_seed(i)``, so an item gets the same noise alone or in a batch. Deviation: the
 official code draws fresh noise per question; here it is drawn per image (and batch seed), so the
 six POPE questions about one image contrast against the same noised copy. Each question's noise
@@ -42,7 +45,7 @@ class VCD(ContrastiveMethod):
 
     class Config(ContrastiveConfig):
         alpha: float = Field(1.0, ge=0)  # contrast weight: (1+α)·l − α·l(noised)
-        beta: float = Field(0.1, ge=0, lt=1)  # plausibility cut on the clean distribution
+        beta: float = Field(0.2, ge=0, lt=1)  # plausibility cut on the clean distribution (official POPE script 0.2)
         noise_step: int = Field(500, ge=0, lt=DIFFUSION_STEPS)  # diffusion step of the noised image (of 1,000)
 
     def contrast_inputs(self, model, batch: Batch) -> Batch:

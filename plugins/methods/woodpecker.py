@@ -188,6 +188,9 @@ def correct(question: str, answer: str, detection: Detection, world: WorldConfig
 class Woodpecker(WorldPostprocess):
     """Woodpecker (Yin et al. 2023): revise the decoded answer against a detector's evidence (offline stand-ins)."""
 
+    oracle = ("its detector is a separate network trained on the world's exact object labels for the same renderer, "
+              "far stronger than the model it corrects; the paper's open-set detector sees no such ground truth")
+
     class Config(WorldMethodConfig):
         box_threshold: float = Field(0.35, gt=0.0, lt=1.0)  # a category is detected when P(present) >= this (official BOX_TRESHOLD)
         min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # revise only when the verdict's confidence exceeds this; 0 = always (official), 1 = never

@@ -14,7 +14,8 @@ imports :mod:`plugins.registry`):
 * :mod:`plugins.models.prefix` — prompt prefixes several rows share, encoded once;
 * :mod:`plugins.models.images` — each distinct image of a call processed and encoded once;
 * :mod:`plugins.models.hooks` — :class:`ForwardHooks`, hooks that live only inside a ``with`` block;
-* :mod:`plugins.models.decoding` — the search settings a method may choose (greedy or beams);
+* :mod:`plugins.models.decoding` — protocols: the search (greedy, sampling, beams), prompt suffix and answer budget;
+* :mod:`plugins.models.sampling` — reproducible sampling (Gumbel-max, per-item seeds) for sampling protocols;
 * :mod:`plugins.models.noise` — the diffusion noise of VCD and the diagnostics;
 * :mod:`plugins.models.detector` — Woodpecker's third model, a world-scene detector (trained by
   :mod:`plugins.trainers.detector`);

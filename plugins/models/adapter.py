@@ -47,7 +47,7 @@ from plugins.models import prefix
 from plugins.models.batch import Batch
 from plugins.models.lookup import checkpoint_hash, read_model_type, resolve_checkpoint
 from plugins.models.compat import cache_keyword
-from plugins.models.decoding import decoding_of
+from plugins.models.decoding import COMMON, Protocol
 from plugins.models.device import resolve_device, resolve_dtype
 from plugins.models.images import distinct_image_features, distinct_images
 
@@ -142,6 +142,7 @@ class LlavaAdapter:
         self.stored_generation_config = model.generation_config  # kept for provenance
         self._neutralise_generation_config()
         self._checkpoint_hash: Optional[str] = None
+        self._protocol: Protocol = COMMON  # the protocol of the generate call in progress
         self._prefix_pass = False
 
     @classmethod
@@ -290,9 +291,14 @@ class LlavaAdapter:
 
     def generate(self, batch: Batch, max_new_tokens: int = 32,
                  logits_processors: Sequence["LogitsProcessor"] = (), method: Optional["Intervention"] = None,
-                 batch_size: int = 8) -> list[str]:
-        """Greedy answers (beam search if the method asks for it), one per item, in order; identical
+                 batch_size: int = 8, protocol: Optional[Protocol] = None) -> list[str]:
+        """Answers decoded as ``protocol`` says (default: greedy), one per item, in order; identical
         whatever ``batch_size`` is.
+
+        The protocol's search is used (greedy, beam search, or sampling made reproducible by
+        :class:`plugins.models.sampling.GumbelSampler` with per-item seeds, added after every other
+        logits processor); its suffix and answer budget are the benchmark's to apply. While the call
+        runs, :attr:`protocol` is the one in use (a method's processor may read the beam count).
 
         Items run in chunks of ``batch_size``. For each chunk, a ``method`` (any
         :class:`~plugins.models.intervention.Intervention`, such as a registered method) is applied
@@ -311,11 +317,23 @@ class LlavaAdapter:
             raise ValueError(f"max_new_tokens is {max_new_tokens!r}, expected a positive integer")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size is {batch_size!r}, expected a positive integer")
+        protocol = COMMON if protocol is None else protocol
+        if not isinstance(protocol, Protocol):
+            raise TypeError(f"protocol is {_describe(protocol)}, expected a plugins.models.decoding.Protocol")
         answers: list[str] = []
-        for start in range(0, len(batch), batch_size):
-            answers.extend(self._generate_chunk(batch[start:start + batch_size], max_new_tokens,
-                                                list(logits_processors), method))
+        outer, self._protocol = self._protocol, protocol
+        try:
+            for start in range(0, len(batch), batch_size):
+                answers.extend(self._generate_chunk(batch[start:start + batch_size], max_new_tokens,
+                                                    list(logits_processors), method))
+        finally:
+            self._protocol = outer
         return answers
+
+    @property
+    def protocol(self) -> Protocol:
+        """The protocol of the ``generate`` call in progress (the common one outside a call)."""
+        return self._protocol
 
     def _generate_chunk(self, chunk: Batch, max_new_tokens: int, processors: list[Any],
                         method: Optional["Intervention"]) -> list[str]:
@@ -329,11 +347,17 @@ class LlavaAdapter:
                                  f"Batch of the same {len(chunk)} items in the same order (optionally followed by "
                                  f"whole extra streams: a multiple of {len(chunk)} items)")
         encoded = self.encode(run)
-        num_beams = decoding_of(method)["num_beams"]
+        protocol = self._protocol
+        num_beams = protocol.num_beams
         hooks = method.hooks(self, run) if method is not None else contextlib.nullcontext()
         with hooks, self.shared_image_features():  # registered after the method's hooks: sees their pixels
             if method is not None:
                 processors = processors + list(method.logits_processors(self, run))
+            if protocol.stochastic:  # last: it turns the final scores into a draw that greedy search picks
+                from plugins.models.sampling import GumbelSampler
+
+                processors.append(GumbelSampler([chunk.item_seed(i) for i in range(len(chunk))],
+                                                protocol.temperature, protocol.top_p))
             with torch.inference_mode():
                 inputs = encoded.model_inputs(with_position_ids=False)  # generate derives them from the mask
                 shares = method is None or method.shares_prompt_prefixes

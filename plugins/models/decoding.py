@@ -1,36 +1,97 @@
-"""How ``generate`` searches for a method: the settings a method may choose, checked, for the adapter and provenance.
+"""Protocols: how a cell decodes — search, prompt suffix and answer budget — as one validated value.
 
-Greedy decoding is the default; a method may ask for beam search (OPERA, and its beam-search
-reference) through ``generation_settings()``, and nothing else: sampling never, so every result
-stays deterministic. The adapter decodes with :func:`decoding_of`'s ``num_beams``; the runner
-records the same dictionary as a result's decoding settings.
+A :class:`Protocol` names what an evaluation protocol of the field varies besides the method:
+
+* ``decoding``: ``greedy`` (the common protocol), ``sample`` (``temperature``, ``top_p``; the
+  official scripts of VCD, ICD, M3ID and RITUAL sample at T = 1) or ``beam`` (``num_beams``;
+  OPERA's evaluation uses 5);
+* ``suffix``: an instruction appended to every question after one space (lmms-eval's "Answer the
+  question using a single word or phrase.", VCD's "Please answer this question with one word.");
+* ``max_new_tokens``: the answer budget (None: the benchmark's own).
+
+The matrix (``plugins/reproduce.yaml``) names protocols and runs each method under the common
+protocol and under its paper's; a comparison pairs a method only with a reference run under the
+same protocol (:mod:`plugins.compare`). The adapter decodes with the protocol it is given
+(:meth:`plugins.models.adapter.LlavaAdapter.generate`); sampling is made reproducible by
+:mod:`plugins.models.sampling` (per-item seeds, so answers do not depend on batching).
+
+>>> Protocol().is_common, Protocol(decoding="sample").describe()
+(True, {'strategy': 'sample', 'num_beams': 1, 'temperature': 1.0, 'top_p': 1.0})
+>>> from pydantic import ValidationError
+>>> try:
+...     Protocol(decoding="beam", num_beams=1)
+... except ValidationError as err:
+...     print(err.errors()[0]["msg"])
+Value error, beam decoding needs num_beams >= 2 (1 beam is greedy: use decoding: greedy)
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Literal, Optional
 
-if TYPE_CHECKING:
-    from plugins.models.intervention import Intervention
+from pydantic import Field, model_validator
 
-__all__ = ["GENERATION_SETTINGS", "decoding_of"]
+from plugins.config import StrictConfig
 
-GENERATION_SETTINGS = frozenset({"num_beams"})
-"""The ``generate`` settings a method may choose (``Method.generation_settings``)."""
+__all__ = ["Protocol", "COMMON", "COMMON_NAME", "decoding_of"]
+
+COMMON_NAME = "common"
+"""The protocol every method runs under, the name the matrix and the records use for it."""
 
 
-def decoding_of(method: Optional["Intervention"]) -> dict[str, Any]:
-    """The checked search settings of ``method`` (greedy for None), with ``strategy`` named for provenance.
+class Protocol(StrictConfig):
+    """How answers are decoded and prompted (see the module docstring)."""
 
-    >>> decoding_of(None)
-    {'strategy': 'greedy', 'num_beams': 1}
+    decoding: Literal["greedy", "sample", "beam"] = "greedy"  # the search
+    temperature: float = Field(1.0, gt=0.0, le=100.0)  # sample: logits are divided by this
+    top_p: float = Field(1.0, gt=0.0, le=1.0)  # sample: keep the smallest set of tokens with this much probability
+    num_beams: int = Field(1, ge=1, le=64)  # beam: beams kept per item
+    suffix: str = Field("", max_length=200)  # appended to every question after one space ("" for none)
+    max_new_tokens: Optional[int] = Field(None, ge=1, le=4096)  # answer budget; None: the benchmark's own
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Protocol":
+        problems = []
+        if self.decoding == "beam" and self.num_beams < 2:
+            problems.append("beam decoding needs num_beams >= 2 (1 beam is greedy: use decoding: greedy)")
+        if self.decoding != "beam" and self.num_beams != 1:
+            problems.append(f"num_beams={self.num_beams} needs decoding: beam")
+        if self.decoding != "sample" and (self.temperature != 1.0 or self.top_p != 1.0):
+            problems.append("temperature and top_p apply to decoding: sample only")
+        if self.suffix != self.suffix.strip() or "\n" in self.suffix:
+            problems.append("suffix: no leading or trailing spaces and no line breaks (one space is put before it)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def is_common(self) -> bool:
+        return self == COMMON
+
+    @property
+    def stochastic(self) -> bool:
+        return self.decoding == "sample"
+
+    def describe(self) -> dict[str, Any]:
+        """The search as provenance shows it (suffix and budget are recorded beside it)."""
+        out: dict[str, Any] = {"strategy": self.decoding, "num_beams": self.num_beams}
+        if self.decoding == "sample":
+            out.update(temperature=self.temperature, top_p=self.top_p)
+        return out
+
+    def prompt(self, question: str) -> str:
+        """``question`` with the suffix appended."""
+        return f"{question} {self.suffix}" if self.suffix else question
+
+
+COMMON = Protocol()
+"""Greedy decoding, no suffix, the benchmark's own answer budget."""
+
+
+def decoding_of(protocol: Optional[Protocol], max_new_tokens: int) -> dict[str, Any]:
+    """Provenance and fingerprint form of a protocol with the answer budget it resolves to.
+
+    >>> decoding_of(None, 8)
+    {'strategy': 'greedy', 'num_beams': 1, 'suffix': '', 'max_new_tokens': 8}
     """
-    settings = {"num_beams": 1} if method is None else dict(method.generation_settings())
-    unknown = set(settings) - GENERATION_SETTINGS
-    if unknown:
-        raise ValueError(f"{type(method).__qualname__}.generation_settings() sets {sorted(unknown)}; a method may "
-                         f"only choose {sorted(GENERATION_SETTINGS)}")
-    beams = settings.get("num_beams", 1)
-    if not isinstance(beams, int) or isinstance(beams, bool) or beams < 1:
-        raise ValueError(f"{type(method).__qualname__}.generation_settings() num_beams is {beams!r}, expected an "
-                         "integer >= 1")
-    return {"strategy": "greedy" if beams == 1 else "beam", "num_beams": beams}
+    protocol = protocol or COMMON
+    return {**protocol.describe(), "suffix": protocol.suffix, "max_new_tokens": protocol.max_new_tokens or max_new_tokens}

@@ -10,8 +10,8 @@ adapter applies them, per chunk of a batch:
 3. ``logits_processors`` — ``transformers`` logits processors, after the caller's own;
 4. ``postprocess`` — the decoded answers corrected, one per item.
 
-``generation_settings`` chooses the search (:func:`plugins.models.decoding.decoding_of`), and
-``shares_prompt_prefixes`` says whether rows' common prompt prefixes may be encoded once
+The search (greedy, sampling, beams) is the protocol's, never the method's
+(:mod:`plugins.models.decoding`); ``shares_prompt_prefixes`` says whether rows' common prompt prefixes may be encoded once
 (:mod:`plugins.models.prefix`).
 
 >>> import contextlib
@@ -21,7 +21,6 @@ adapter applies them, per chunk of a batch:
 ...     def hooks(self, model, batch): return contextlib.nullcontext()
 ...     def logits_processors(self, model, batch): return []
 ...     def postprocess(self, model, batch, texts): return texts
-...     def generation_settings(self): return {"num_beams": 1}
 >>> isinstance(Nothing(), Intervention), isinstance(object(), Intervention)
 (True, False)
 """
@@ -53,4 +52,3 @@ class Intervention(Protocol):
 
     def postprocess(self, model: "LlavaAdapter", batch: "Batch", texts: list[str]) -> Sequence[str]: ...
 
-    def generation_settings(self) -> dict[str, Any]: ...

@@ -38,6 +38,8 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (cell, "ErrorType: message")
     problems: list[str] = field(default_factory=list)  # "file:line: ..." of what the matrix gets wrong (not run)
     seconds: float = 0.0
+    comparisons: int = 0  # comparison records written (plugins.compare)
+    comparison_problems: list[str] = field(default_factory=list)  # pairs that could not be compared, and why
 
 
 class Models:
@@ -98,16 +100,16 @@ def compute_cell(p: CellPlan, ctx: Context, models: Models, batch_size: int,
     method.prepare(adapter)  # a tuned method trains or loads here: not part of seconds_per_input
     t0 = time.perf_counter()
     metrics, rows = bench.evaluate(adapter, method, cell.split, items, batch_size=batch_size, seed=cell.seed,
-                                   progress=progress)
+                                   progress=progress, protocol=cell.protocol_settings)
     seconds = time.perf_counter() - t0
     base = base or provenance_base()
     record = ResultRecord(
         method=cell.method, benchmark=cell.benchmark, split=cell.split, model=record_name(cell.model.name),
-        protocol=bench.protocol, seed=cell.seed, n_samples=len(items), metrics=metrics,
+        protocol=cell.protocol, follows=bench.protocol, seed=cell.seed, n_samples=len(items), metrics=metrics,
         seconds_per_input=seconds / len(items), fingerprint=p.fingerprint,
         provenance=Provenance(
             **base, device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
-            decoding={**decoding_of(method), "max_new_tokens": bench.max_new_tokens, "batch_size": batch_size},
+            decoding={**decoding_of(cell.protocol_settings, bench.max_new_tokens), "batch_size": batch_size},
             parser=bench.parser, date=_now(),
             method_config={"plugin": cell.plugin, **method.config.model_dump(mode="json")},
             train_seconds=method.train_seconds, identity=p.identity or None,

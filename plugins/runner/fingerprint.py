@@ -6,7 +6,8 @@ The payload a fingerprint hashes (version :data:`FINGERPRINT_VERSION`):
 * ``benchmark`` — name, split, options, parser name, answer budget, and the SHA-256 of the split's
   data files (question file and images, or the generated test set);
 * ``checkpoint_sha256`` — the model's files (:func:`plugins.models.lookup.checkpoint_hash`);
-* ``decoding`` — the search the method asks for, and the answer budget;
+* ``decoding`` — the cell's protocol: its search (greedy, sampling, beams), prompt suffix and
+  answer budget (:func:`plugins.models.decoding.decoding_of`);
 * ``code`` — one hash over the normalised syntax trees of every project module in the import
   closure of the method's module, the benchmark's module and the adapter
   (:func:`plugins.identity.code_identity`): docstrings, comments and layout do not count, and
@@ -31,9 +32,9 @@ from plugins.runner.matrix import Cell, ModelSpec, RunnerError, thaw
 
 __all__ = ["FINGERPRINT_VERSION", "ADAPTER_MODULE", "Context", "cell_identity"]
 
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3
 """Bumped when the recipe changes: 1 hashed file bytes of hand-listed modules; 2 hashes normalised
-syntax trees of the real import closure."""
+syntax trees of the real import closure; 3 hashes the cell's protocol (suffix and sampling too)."""
 ADAPTER_MODULE = "plugins.models.adapter"
 """The module of the adapter every cell answers through; its import closure is part of every cell's code."""
 
@@ -112,7 +113,7 @@ def cell_identity(cell: Cell, ctx: Context) -> tuple[str, dict[str, Any], dict[s
         "method": method.fingerprint_payload(),
         "benchmark": bench_payload,
         "checkpoint_sha256": ckpt_hash,
-        "decoding": {**decoding_of(method), "max_new_tokens": bench.max_new_tokens},
+        "decoding": decoding_of(cell.protocol_settings, bench.max_new_tokens),  # the protocol: search, suffix, budget
         "code": code_hash(roots),
         "seed": cell.seed,
         "dtype": ctx.dtype,

@@ -42,10 +42,11 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from plugins.api import record_name
+from plugins.api import cell_path, record_name
 from plugins.config import StrictConfig, unknown
+from plugins.models.decoding import COMMON, COMMON_NAME, Protocol
 
-__all__ = ["RunnerError", "Defaults", "ModelSpec", "BenchmarkSpec", "Experiment", "Matrix", "load_matrix", "Cell",
+__all__ = ["RunnerError", "Defaults", "ModelSpec", "BenchmarkSpec", "Experiment", "ComparisonSpec", "Matrix", "load_matrix", "Cell",
            "freeze", "thaw", "expand", "expand_all", "DEFAULT_MATRIX"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,8 @@ class Experiment(StrictConfig):
     benchmarks: dict[str, Union[None, list[str], BenchmarkSpec]]
     methods: dict[str, Optional[dict[str, Any]]]  # label -> hyper-parameters (``use:`` names another plugin)
     seeds: list[int] = Field(default_factory=lambda: [0])
+    protocols: list[str] = Field(default_factory=lambda: [COMMON_NAME], min_length=1)  # names from the matrix's protocols
+    reference: Optional[str] = None  # a method label of the matrix: each method here is compared with it (plugins.compare)
 
     @field_validator("seeds")
     @classmethod
@@ -89,10 +92,37 @@ class Experiment(StrictConfig):
         return seeds
 
 
+class ComparisonSpec(StrictConfig):
+    """A method-specific reference: ``method`` is also compared with ``reference``, for the reason ``why``.
+
+    Both run under the same protocol unless ``protocol`` and ``reference_protocol`` say otherwise
+    (VCD sampling against the greedy baseline, say).
+    """
+
+    method: str  # method label
+    reference: str  # method label it is set against
+    why: str = Field(min_length=3)  # shown beside the comparison: why this reference is the right one
+    protocol: Optional[str] = None  # only the method's runs under this protocol (default: every protocol)
+    reference_protocol: Optional[str] = None  # the reference's protocol (default: the method's)
+
+
 class Matrix(StrictConfig):
     version: int = 1
     defaults: Defaults = Field(default_factory=Defaults)
     experiments: list[Experiment] = Field(min_length=1)
+    protocols: dict[str, Protocol] = Field(default_factory=dict, validate_default=True)  # name -> decoding, suffix, budget ("common" is built in)
+    comparisons: list[ComparisonSpec] = Field(default_factory=list)  # method-specific references (plugins.compare)
+
+    @field_validator("protocols")
+    @classmethod
+    def _protocols(cls, protocols: dict[str, Protocol]) -> dict[str, Protocol]:
+        for name, protocol in protocols.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.+_-]*", name):
+                raise ValueError(f"protocol name {name!r}: lower-case letters, digits and . + _ - only")
+            if name == COMMON_NAME and protocol != COMMON:
+                raise ValueError(f"protocol {COMMON_NAME!r} is built in (greedy, no suffix, the benchmark's budget); "
+                                 "give yours another name")
+        return {COMMON_NAME: COMMON, **protocols}
     _path: Optional[Path] = PrivateAttr(default=None)  # the file it was read from, for file:line messages
     _node: Any = PrivateAttr(default=None)  # its YAML node tree
     _indices: list[int] = PrivateAttr(default_factory=list)  # each experiment's position in the file
@@ -211,10 +241,12 @@ class Cell:
     plugin: str  # the registered method it runs
     config: tuple[tuple[str, Any], ...]  # frozen hyper-parameters
     seed: int
+    protocol: str = COMMON_NAME  # the protocol's name in the matrix
+    protocol_settings: Protocol = COMMON  # what it says
 
     @property
     def name(self) -> str:
-        return f"{record_name(self.model.name)}/{self.benchmark}/{self.split}/{self.method}/seed{self.seed}"
+        return cell_path(record_name(self.model.name), self.benchmark, self.split, self.method, self.protocol, self.seed)
 
 
 def freeze(d: Optional[dict[str, Any]]) -> tuple[tuple[str, Any], ...]:
@@ -262,6 +294,13 @@ def expand_all(matrix: Matrix) -> tuple[list[Cell], list[str]]:
             loc = at + ["methods", label] + (["use"] if "use" in (params or {}) else [])
             problems.append(f"{matrix.where(loc)}experiment {exp.name!r}: method {label!r}: "
                             f"{unknown('method', plugin, methods_known)}")
+        protocols = []
+        for j, name in enumerate(exp.protocols):
+            if name in matrix.protocols:
+                protocols.append(name)
+            else:
+                problems.append(f"{matrix.where(at + ['protocols', j])}experiment {exp.name!r}: "
+                                f"{unknown('protocol', name, matrix.protocols)} (define it under protocols:)")
         for bench, spec in exp.benchmarks.items():
             if bench not in list_benchmarks():
                 problems.append(f"{matrix.where(at + ['benchmarks', bench])}experiment {exp.name!r}: "
@@ -274,6 +313,13 @@ def expand_all(matrix: Matrix) -> tuple[list[Cell], list[str]]:
                 problems.append(f"{matrix.where(at + ['benchmarks', bench])}{exc}")
                 continue
             listed = isinstance(exp.benchmarks[bench], BenchmarkSpec)
+            bench_protocols = protocols
+            if getattr(get_benchmark(bench), "common_protocol_only", False) and protocols != [COMMON_NAME]:
+                bench_protocols = [p for p in protocols if p == COMMON_NAME]
+                others = [p for p in protocols if p != COMMON_NAME]
+                problems.append(f"{matrix.where(at + ['benchmarks', bench])}experiment {exp.name!r}: benchmark {bench!r} "
+                                f"reads the model's internals, not decoded answers; it runs under the common protocol "
+                                f"only, not {', '.join(others)}")
             for j, split in enumerate(spec.splits or splits_all):
                 if split not in splits_all:
                     loc = at + ["benchmarks", bench] + (["splits"] if listed else []) + [j]
@@ -285,12 +331,12 @@ def expand_all(matrix: Matrix) -> tuple[list[Cell], list[str]]:
                     for label, params in labels.items():
                         params = dict(params or {})
                         plugin = params.pop("use", label)
-                        for seed in exp.seeds:
+                        for protocol, seed in ((p, s) for p in bench_protocols for s in exp.seeds):
                             cell_params = params
                             if "seed" not in params and _has_seed(plugin):
                                 cell_params = {**params, "seed": seed}  # a training run per matrix seed
                             cell = Cell(exp.name, model, bench, split, freeze(spec.options), label, plugin,
-                                        freeze(cell_params), seed)
+                                        freeze(cell_params), seed, protocol, matrix.protocols[protocol])
                             if cell.name in seen:
                                 if dataclasses.replace(seen[cell.name], experiment=exp.name) == cell:
                                     continue  # the same cell shared by two experiments (a common control) runs once
@@ -301,6 +347,22 @@ def expand_all(matrix: Matrix) -> tuple[list[Cell], list[str]]:
                                 continue
                             seen[cell.name] = cell
                             cells.append(cell)
+    labels_known = sorted({label for exp in matrix.experiments for label in exp.methods})
+    for position, exp in enumerate(matrix.experiments):
+        if exp.reference is not None and exp.reference not in labels_known:
+            problems.append(f"{matrix.where(matrix.experiment_loc(position) + ['reference'])}experiment {exp.name!r}: "
+                            f"reference: {unknown('method label', exp.reference, labels_known)}")
+    for i, spec in enumerate(matrix.comparisons):
+        for field in ("method", "reference"):
+            label = getattr(spec, field)
+            if label not in labels_known:
+                problems.append(f"{matrix.where(['comparisons', i, field])}comparison {i}: "
+                                f"{unknown('method label', label, labels_known)}")
+        for field in ("protocol", "reference_protocol"):
+            name = getattr(spec, field)
+            if name is not None and name not in matrix.protocols:
+                problems.append(f"{matrix.where(['comparisons', i, field])}comparison {i}: "
+                                f"{unknown('protocol', name, matrix.protocols)}")
     return cells, list(dict.fromkeys(problems))
 
 

@@ -41,13 +41,14 @@ from typing import Any, NamedTuple, Optional, Sequence
 from plugins.api import ERROR_SUFFIX, INDEX_NAME, INDEX_VERSION, predictions_problem
 from plugins.runner.fingerprint import FINGERPRINT_VERSION, Context, cell_identity
 from plugins.runner.matrix import Cell, ModelSpec, RunnerError, expand_all, load_matrix
+from plugins.models.decoding import Protocol
 
 __all__ = ["CellPlan", "Planned", "plan", "plan_matrix", "matching", "error_path", "write_index", "INDEX_NAME", "INDEX_VERSION",
            "STATE_OF"]
 
 STATE_OF = {"cached": "current", "stale": "stale", "new": "missing", "failed": "failed", "error": "error"}
 """Plan status → the ``state`` the index gives the site."""
-_MEMO_VERSION = 1
+_MEMO_VERSION = 2  # 2: cells carry their protocol
 _ENVIRONMENT = ("ALIGNSCOPE_DATA", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")
 """Variables that decide where data and checkpoints are found: part of the memo's key."""
 
@@ -193,13 +194,15 @@ def _memo_valid(memo: dict[str, Any], key: dict[str, Any]) -> bool:
 
 
 def _cell_json(cell: Cell) -> dict[str, Any]:
-    return {**asdict(cell), "model": cell.model.model_dump(mode="json")}
+    return {**asdict(cell), "model": cell.model.model_dump(mode="json"),
+            "protocol_settings": cell.protocol_settings.model_dump(mode="json")}
 
 
 def _cell_from_json(data: dict[str, Any]) -> Cell:
     return Cell(data["experiment"], ModelSpec(**data["model"]), data["benchmark"], data["split"],
                 tuple(tuple(p) for p in data["benchmark_options"]), data["method"], data["plugin"],
-                tuple(tuple(p) for p in data["config"]), data["seed"])
+                tuple(tuple(p) for p in data["config"]), data["seed"], data["protocol"],
+                Protocol(**data["protocol_settings"]))
 
 
 def matching(plans: Sequence[CellPlan], only: Optional[str]) -> list[CellPlan]:

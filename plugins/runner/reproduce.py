@@ -107,7 +107,42 @@ def _run_locked(matrix_path: Path, only: Optional[str], results_dir: Path, devic
                    gpus_per_cell, jobs, summary)
         everything = plan_matrix(matrix_path, results_dir, dtype=dtype, data_dir=data_dir).plans
     write_index(results_dir, everything, matrix_path)  # every cell of the matrix, whatever --only ran
+    summary.comparisons, summary.comparison_problems = _compare(matrix_path, results_dir, everything, progress)
     return summary
+
+
+def _compare(matrix_path: Path, results_dir: Path, plans: list[CellPlan], progress: bool) -> tuple[int, list[str]]:
+    """Rewrite ``results/comparisons.json`` from the current records (unchanged pairs are reused)."""
+    import json
+
+    from plugins.api import ResultRecord
+    from plugins.compare import comparison_pairs, oracle_of, write_comparisons
+
+    records = []
+    for p in plans:
+        if p.status != "cached":
+            continue  # a stale, failed or missing cell has no current record to compare
+        try:
+            records.append(ResultRecord.model_validate(json.loads((results_dir / f"{p.cell.name}.json").read_text("utf-8"))))
+        except (OSError, ValueError):
+            continue
+    bar = None
+
+    def tick(i: int, n: int) -> None:
+        nonlocal bar
+        if progress and bar is None and n > 20:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="comparisons", unit="pair", leave=False)
+        if bar is not None:
+            bar.update(1)
+
+    comparisons, problems = write_comparisons(results_dir, comparison_pairs(load_matrix(matrix_path)), records,
+                                       oracle=lambda r: oracle_of(str(r.provenance.method_config.get("plugin", r.method))),
+                                       progress=tick)
+    if bar is not None:
+        bar.close()
+    return len(comparisons), problems
 
 
 def _run_cells(todo: list[CellPlan], ctx: Optional[Context], matrix_path: Path, results_dir: Path,

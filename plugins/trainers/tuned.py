@@ -59,15 +59,22 @@ def _timed(train: Callable[[], "TuningRun"]) -> dict[str, Any]:
 
 def _preference_run(model: "LlavaAdapter", config: Any, retrieval: bool, extra: dict[str, Any],
                     progress: bool) -> "TuningRun":
-    from plugins.tuning.preferences import build_preferences, with_retrieval
+    from plugins.models.data import build_world_data
+    from plugins.tuning.preferences import (
+        PREFERENCE_SPLIT, PreferenceData, build_preferences, realign_pairs, with_retrieval,
+    )
     from plugins.tuning.trainer import train_preference
 
     c = config
+    world = build_world(c.world)
     t0 = time.perf_counter()
-    prefs = build_preferences(model, build_world(c.world), c.scenes, seed=c.seed, counts=tuple(c.questions),
-                              captions=c.captions)
-    if retrieval:
-        prefs = with_retrieval(prefs, model)
+    if c.data == "re-align":  # rejected answers carry the retrieved image's content: retrieval comes first
+        prefs = with_retrieval(PreferenceData(build_world_data(world, c.scenes, PREFERENCE_SPLIT), ()), model)
+        prefs = realign_pairs(prefs, world, seed=c.seed, counts=tuple(c.questions), captions=c.captions)
+    else:
+        prefs = build_preferences(model, world, c.scenes, seed=c.seed, counts=tuple(c.questions), captions=c.captions)
+        if retrieval:
+            prefs = with_retrieval(prefs, model)
     data_seconds = time.perf_counter() - t0
     run = train_preference(model, prefs, stage_of(c), beta=c.beta, seed=c.seed, progress=progress, **extra)
     run.stats["data_seconds"] = round(data_seconds, 2)

@@ -30,6 +30,16 @@ embedding (:func:`image_embeddings`: the projected image features, averaged over
 rDPO then compares the chosen answer given its own image with the same answer given the
 retrieved one: the two sides differ in the image, not in the text.
 
+**Re-Align's dual-preference data** (:func:`realign_pairs`). Re-Align makes its *rejected* answers
+from the same retrieval: the content of the retrieved image is written into the faithful answer
+(its paper's "image retrieval-based hallucination injection", done by an LLM rewrite there, by the
+world's closed grammar here, :func:`inject_retrieved`). So the text preference and the visual
+preference come from one retrieval. Chosen answers are the ground truth: the exact caption, and
+yes/no answers about the scene; rejected captions carry an object, a colour or a relation of the
+retrieved scene that this scene does not have; rejected yes/no answers say "yes" to a question
+about the retrieved scene's content (:func:`retrieved_questions`), balanced by as many questions
+about the scene's own content (chosen "yes", rejected "no").
+
 Everything is deterministic given the world, the model, the number of scenes and ``seed``.
 
 >>> from plugins.world import Scene, SceneObject, WorldConfig
@@ -51,8 +61,8 @@ import numpy as np
 
 from plugins.benchmarks.pope import parse_pope_answer
 from plugins.world import (
-    CAPTION_PROMPT, STRATEGIES, Question, Scene, SceneSampler, WorldConfig, WorldStats, attribute_questions, caption,
-    existence_questions, parse_caption, relation_questions, spatial_relations,
+    CAPTION_PROMPT, STRATEGIES, Question, Scene, SceneObject, SceneSampler, WorldConfig, WorldStats, attribute_questions, caption,
+    existence_questions, object_phrase, parse_caption, relation_questions, spatial_relations,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +73,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PREFERENCE_SPLIT", "STATS_SCENES", "CAPTION_TOKENS", "ANSWER_TOKENS", "PreferencePair", "PreferenceData",
            "tuning_questions", "scene_rng", "caption_errors", "faithful_caption", "inject_hallucination",
-           "opposite_answer", "build_preferences", "image_embeddings", "nearest_different", "with_retrieval"]
+           "opposite_answer", "build_preferences", "image_embeddings", "nearest_different", "with_retrieval",
+           "inject_retrieved", "retrieved_questions", "realign_pairs", "PREFERENCE_DATA"]
+
+PREFERENCE_DATA = ("ha-dpo", "re-align")
+"""How rejected answers are made: from the model's own errors and prior-driven injection (HA-DPO), or by
+injecting the content of a retrieved similar image (Re-Align's dual-preference data)."""
 
 PREFERENCE_SPLIT = "tune"
 """The world's scene stream for tuning data: disjoint seeds from ``train``, ``test`` and ``demo``."""
@@ -340,3 +355,126 @@ def with_retrieval(prefs: PreferenceData, model: "LlavaAdapter", batch_size: int
     images = list(prefs.data.images)
     nearest = nearest_different(image_embeddings(model, images, batch_size), images)
     return replace(prefs, retrieved=tuple(int(j) for j in nearest))
+
+
+# ---------------------------------------------------------------- Re-Align's rejected answers: the retrieved image's content
+
+def inject_retrieved(scene: Scene, other: Scene, world: WorldConfig, rng: np.random.Generator) -> tuple[str, str]:
+    """``(caption, how)``: the exact caption of ``scene`` with one fact of the retrieved ``other`` written in.
+
+    In this order, as far as the two scenes allow: an object of ``other`` absent from ``scene``
+    replaces one of ``scene``'s (keeping its colour, size and place: ``how`` = "object"); a
+    category both show in different colours takes ``other``'s colour ("attribute"); two neighbours
+    of the caption are joined by the relation ``other`` shows between the same two categories,
+    where it is false here ("relation"). Scenes with nothing to borrow fall back to the co-occurrence prior
+    (:func:`inject_hallucination`, "prior"). The caption keeps its length.
+
+    >>> from plugins.world import Scene, SceneObject, WorldConfig
+    >>> a = Scene(seed=1, image_size=64, objects=(SceneObject("star", "blue", "large", x=40, y=22, extent=20),))
+    >>> b = Scene(seed=2, image_size=64, objects=(SceneObject("heart", "red", "small", x=4, y=4, extent=14),))
+    >>> inject_retrieved(a, b, WorldConfig(), np.random.default_rng(0))
+    ('a large blue heart .', 'object')
+    """
+    present = {o.category: o for o in scene.objects}
+    borrowed = [o.category for o in other.objects if o.category not in present]
+    if borrowed:
+        k = int(rng.integers(len(scene.objects)))
+        new = replace(scene.objects[k], category=borrowed[int(rng.integers(len(borrowed)))])
+        return caption(replace(scene, objects=tuple(new if i == k else o for i, o in enumerate(scene.objects))),
+                       world), "object"
+    recoloured = [o for o in other.objects if o.category in present and present[o.category].color != o.color]
+    if recoloured:
+        pick = recoloured[int(rng.integers(len(recoloured)))]
+        new = replace(present[pick.category], color=pick.color)
+        return caption(replace(scene, objects=tuple(new if o.category == pick.category else o for o in scene.objects)),
+                       world), "attribute"
+    relation = _borrowed_connector(scene, other, world)
+    if relation is not None:
+        return relation, "relation"
+    return inject_hallucination(scene, world, rng), "prior"
+
+
+_CONNECTORS = ("left of", "above", "below")  # the world's caption connectors (objects are written left to right)
+
+
+def _borrowed_connector(scene: Scene, other: Scene, world: WorldConfig) -> Optional[str]:
+    """The caption of ``scene`` in which two neighbours are related as ``other`` relates the same two
+    categories, where that is false here (the pair is written in ``other``'s order if needed); None when
+    no pair of neighbours allows it."""
+    margin = world.relation_margin
+    ordered = sorted(scene.objects, key=lambda o: (o.center[0], o.center[1], o.category))
+    there = {o.category: o for o in other.objects}
+
+    def connector(a: SceneObject, b: SceneObject, where: dict) -> list[str]:
+        return [c for c in _CONNECTORS if c in spatial_relations(where[a.category], where[b.category], margin)]
+
+    here = {o.category: o for o in scene.objects}
+    for k in range(len(ordered) - 1):
+        a, b = ordered[k], ordered[k + 1]
+        if a.category not in there or b.category not in there:
+            continue
+        for first, second in ((a, b), (b, a)):
+            false_here = [c for c in connector(first, second, there) if c not in connector(first, second, here)]
+            if not false_here:
+                continue
+            sequence = ordered[:k] + [first, second] + ordered[k + 2:]
+            words = [object_phrase(sequence[0])]
+            for i, (x, y) in enumerate(zip(sequence, sequence[1:])):
+                true = next(iter(connector(x, y, here)), "and")
+                words += [false_here[0] if i == k else true, object_phrase(y)]
+            return " ".join(words) + " ."
+    return None
+
+
+def retrieved_questions(scene: Scene, other: Scene, world: WorldConfig, n: int,
+                        rng: np.random.Generator) -> list[Question]:
+    """Up to ``n`` yes/no questions whose answer is "no" here and "yes" in the retrieved ``other`` scene.
+
+    Objects of ``other`` absent here, colours ``other`` gives to a shared category, relations that
+    hold in ``other`` between categories both scenes show and do not hold here; drawn in that mix
+    at random.
+    """
+    present = {o.category: o for o in scene.objects}
+    pool = [Question(f"is there {'an' if o.category[0] in 'aeiou' else 'a'} {o.category} in the image ?", NO, "object",
+                     "retrieved", (o.category,)) for o in other.objects if o.category not in present]
+    pool += [Question(f"is the {o.category} {o.color} ?", NO, "attribute", "retrieved", (o.category, o.color))
+             for o in other.objects if o.category in present and present[o.category].color != o.color]
+    for r in other.relations(world.relation_margin):
+        a, b = present.get(r.subject), present.get(r.object)
+        if a is not None and b is not None and r.predicate not in spatial_relations(a, b, world.relation_margin):
+            pool.append(Question(f"is the {r.subject} {r.predicate} the {r.object} ?", NO, "relation", "retrieved",
+                                 tuple(r)))
+    if len(pool) <= n:
+        return pool
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False).tolist())]
+
+
+def realign_pairs(prefs: PreferenceData, world: WorldConfig, *, seed: int = 0,
+                  counts: tuple[int, int, int] = (2, 2, 2), captions: bool = True) -> PreferenceData:
+    """Re-Align's dual-preference pairs over the scenes of ``prefs``, whose retrieval must be filled in.
+
+    Per scene: a caption pair (the exact caption against :func:`inject_retrieved`'s), and
+    ``sum(counts) // 2`` questions about the retrieved scene's content (:func:`retrieved_questions`:
+    chosen "no", rejected "yes") with as many about the scene's own content (chosen "yes",
+    rejected "no"), so that "yes" and "no" are chosen equally often. The model is not asked anything:
+    Re-Align builds its pairs from faithful answers, not from the model's mistakes.
+    """
+    if prefs.retrieved is None:
+        raise ValueError("realign_pairs needs the retrieved image of every scene: call with_retrieval first")
+    data = prefs.data
+    stats = WorldStats.estimate(world, n=STATS_SCENES, split="train")
+    half = max(1, sum(counts) // 2)
+    pairs: list[PreferencePair] = []
+    for i, scene in enumerate(data.scenes):
+        other = data.scenes[prefs.retrieved[i]]
+        rng = np.random.default_rng([int(seed), int(scene.seed), 0x5EA1])
+        if captions:
+            rejected, _ = inject_retrieved(scene, other, world, rng)
+            pairs.append(PreferencePair(i, CAPTION_PROMPT, data.captions[i], rejected, "caption", "retrieved"))
+        negatives = retrieved_questions(scene, other, world, half, rng)
+        positives = [q for q in tuning_questions(scene, i, world, stats, counts) if q.answer == YES][:len(negatives)]
+        for q in negatives:
+            pairs.append(PreferencePair(i, q.text, NO, YES, q.kind, "retrieved"))
+        for q in positives:
+            pairs.append(PreferencePair(i, q.text, YES, NO, q.kind, "retrieved"))
+    return replace(prefs, pairs=tuple(pairs))
