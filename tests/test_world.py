@@ -14,7 +14,7 @@ from plugins.world import (
     GRAMMAR_WORDS, HOLLOW_SHAPES, SHAPES, CAPTION_PROMPT, Relation, Scene, SceneObject, SceneSampler, WorldConfig,
     INSTRUCTION_SUFFIXES, WorldStats, attribute_questions, caption, encode_png, existence_questions, instruction_text,
     noisy_caption, object_mask, parse_caption, relation_questions, render, scene_seed, shape_mask, size_questions,
-    split_counts, tokenize, vocabulary,
+    split_counts, tokenize, vocabulary, count_questions, count_words,
 )
 
 N_STATS = 2000  # scenes per statistical test: enough for ±0.03 on a frequency, still fast
@@ -454,6 +454,11 @@ def test_vocabulary_covers_every_generated_word(cfg, stats, test_scenes):
                 seen.update(tokenize(q.text))
         for q in relation_questions(scene, cfg, n=6):
             seen.update(tokenize(q.text))
+        for q in count_questions(scene, cfg):
+            seen.update(tokenize(q.text))
+            # A "yes" names the number of objects; a "no" misses it by one.
+            named = count_words(cfg).index(q.target[0]) + 1
+            assert (q.answer == "yes") == (named == len(scene.objects)) and abs(named - len(scene.objects)) <= 1
     for suffix in INSTRUCTION_SUFFIXES.values():
         seen.update(tokenize(instruction_text(suffix)))
     assert seen <= set(vocab), seen - set(vocab)

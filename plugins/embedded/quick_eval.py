@@ -27,7 +27,8 @@ from plugins.benchmarks.pope_files import POPE_SPLITS
 from plugins.world import SceneSampler, WorldConfig, render_batch
 
 EVAL_SPLIT = "test"  # the world's held-out scene stream
-PROBES = (("world-pope", "pope"), ("world-attribute", "attribute"), ("world-relation", "relation"))
+PROBES = (("world-pope", "pope"), ("world-attribute", "attribute"), ("world-relation", "relation"),
+          ("world-count", "count"))
 """The yes/no probes: (registered benchmark, key in the results)."""
 EXTRAS = (("world-caption", "caption"), ("world-representation", "representation"))
 """Free-form captions (CHAIR-style) and representation alignment: scored with ``extras=True``."""
@@ -83,6 +84,7 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
     if extras:
         results["pope_suffix"] = suffix_probe(adapter, world, limit, batch_size, data_dir, progress)
     results["relation"] = results["relation"]["opposite"]
+    results["count"] = results["count"]["all"]
     for _, key in extra:
         (results[key],) = results[key].values()  # one split each
     results.update(n_questions=n_questions, split=EVAL_SPLIT, parser=PARSER_NAME, decoding="greedy",
@@ -134,13 +136,34 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, float, float, float
         for kind, metrics in sorted(results.get("attribute_kinds", {}).get(split, {}).items()):
             rows.append((f"attribute ({split}), {'colour' if kind == 'color' else kind} only", metrics))
     rows += [("relation (opposite)", results["relation"])]
+    rows += [("counting (general QA)", results["count"])] if "count" in results else []
     return [(name, 100 * m["accuracy"], 100 * m["f1"], m["yes_ratio"]) for name, m in rows]
+
+
+def prior_rows(results: dict[str, Any]) -> list[tuple[str, int, int, str, str]]:
+    """``(probe, false yes, those following the prior, their share, chance share)`` for splits whose metrics count them."""
+    rows = []
+    for key, label in (("pope", "POPE"), ("attribute", "attribute")):
+        for split, m in sorted(results.get(key, {}).items()):
+            if not isinstance(m, dict) or not m.get("negatives"):
+                continue
+            fy, pf = int(m["false_yes"]), int(m["prior_false_yes"])
+            share = f"{100 * pf / fy:.1f} %" if fy else "–"
+            rows.append((f"{label} {split}", fy, pf, share, f"{100 * m['prior_negatives'] / m['negatives']:.1f} %"))
+    return rows
 
 
 def format_table(results: dict[str, Any]) -> str:
     """A Markdown table of :func:`summary_rows`."""
     lines = ["| probe | accuracy % | F1 % | yes-ratio |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {name} | {acc:.1f} | {f1:.1f} | {yes:.2f} |" for name, acc, f1, yes in summary_rows(results)]
+    prior = prior_rows(results)
+    if prior:
+        lines += ["", "Errors on \"no\" questions that follow the world's prior (object questions: the absent shape co-occurs "
+                  "with one present; colour questions: the shape's usual colour). Chance is the prior's share of the "
+                  "\"no\" questions:", "",
+                  "| probe | false yes | of them following the prior | chance |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {fy} | {pf} ({share}) | {chance} |" for name, fy, pf, share, chance in prior]
     if "pope_suffix" in results:
         lines += ["", "POPE accuracy % with an instruction suffix appended (`plugins.world.INSTRUCTION_SUFFIXES`):", "",
                   "| suffix | " + " | ".join(POPE_SPLITS) + " |", "| --- |" + " ---: |" * len(POPE_SPLITS)]

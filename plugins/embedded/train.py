@@ -21,8 +21,9 @@ Stages (each a function below, each logged with a tqdm bar and a saved loss curv
    than the projector had, on image captions plus multi-turn object, colour, size and relation
    questions (random negatives).
 
-Questions in stages 0, 2 and 3 (v2): per conversation 6 object, 2 colour, 2 size and 2 relation
-questions (``questions``, ``size_questions``; v1 asked 8, 2, 0 and 1 — and a single relation
+Questions in stages 0, 2 and 3 (v2): per conversation 6 object, 2 colour, 2 size, 2 relation and
+2 counting questions (``questions``, ``size_questions``, ``count_questions``; v1 asked 8, 2, 0, 1
+and 0 — and a single relation
 question per scene was always a "yes" one, so v1 answered "yes" to every relation question), and
 about half of them (``suffix_prob``) end with one of the instruction suffixes protocols append
 (:data:`plugins.world.INSTRUCTION_SUFFIXES`: lmms-eval's, VCD's, "Answer with yes or no."), so a
@@ -105,6 +106,7 @@ class TrainConfig(StrictConfig):
     no_context_prob: float = Field(default=0.25, ge=0, le=1)  # stage 0: share of question blocks without caption context
     questions: tuple[int, int, int] = (6, 2, 2)  # object, colour, relation questions per training conversation (2 relations: one yes, one no)
     size_questions: int = Field(default=2, ge=0)  # size questions per training conversation ("is the star small ?")
+    count_questions: int = Field(default=2, ge=0)  # counting questions per training conversation (general QA, not hallucination)
     suffix_prob: float = Field(default=0.5, ge=0, le=1)  # stages 0, 2, 3: share of questions followed by an instruction suffix (INSTRUCTION_SUFFIXES)
     lm_questions: int = Field(default=4, ge=1)  # stage 0: single-turn question examples per scene (the first of the mix above)
     group_by_length: int = Field(default=16, ge=1)  # stages 0, 2, 3: batch similar lengths, this many batches per window (1: off)
@@ -162,7 +164,8 @@ def pretrain_lm(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: d
     n_obj, n_attr, n_rel = config.questions
     examples = [ex for i in range(len(data.scenes))
                 for ex in text_examples(data, i, enc, config.no_context_prob, n_obj, n_attr, n_rel, config.lm_questions,
-                                        n_size=config.size_questions, suffix_prob=config.suffix_prob)]
+                                        n_size=config.size_questions, suffix_prob=config.suffix_prob,
+                                        n_count=config.count_questions)]
     batches = lm_batches(examples, data, config.lm_pretrain, config.seed, enc.pad_id, config.group_by_length)
 
     def loss_fn(step: int) -> torch.Tensor:
@@ -334,7 +337,7 @@ def image_examples(config: TrainConfig, data: WorldData, enc: WordEncoder, capti
             examples.append(caption_example(data, i, enc, n_img, noisy=config.noisy_image_captions))
         else:
             examples.append(question_example(data, i, enc, n_img, n_obj, n_attr, n_rel, n_size=config.size_questions,
-                                             suffix_prob=config.suffix_prob))
+                                             suffix_prob=config.suffix_prob, n_count=config.count_questions))
     return examples
 
 

@@ -43,6 +43,15 @@ INSTRUCTION_WORDS: frozenset[str] = frozenset({
 """Words of the instruction suffixes (:data:`plugins.world.text.INSTRUCTION_SUFFIXES`) beyond the
 template words; like those, no category, colour or size may be named with one."""
 
+NUMBER_WORDS: tuple[str, ...] = (
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen",
+)
+"""Counts as words, from one (the counting questions, :func:`plugins.world.text.count_questions`,
+use those up to ``max_objects + 1``). No category, colour or size may be named with one."""
+
+COUNT_WORDS: frozenset[str] = frozenset({"are", "objects"})
+"""The counting template's words beyond the others ("are there three objects in the image ?")."""
+
 DEFAULT_RELATION_MARGIN = 8.0
 """px by which two centres must differ before a spatial relation is claimed (one eighth of 64 px)."""
 
@@ -141,7 +150,7 @@ class WorldConfig(_Frozen):
             for name in names:
                 if not (name.isascii() and name.isalpha() and name.islower()):
                     problems.append(f"{field}: {name!r} must be one lower-case word of letters a-z (it is a token)")
-                elif name in GRAMMAR_WORDS or name in INSTRUCTION_WORDS:
+                elif name in GRAMMAR_WORDS or name in INSTRUCTION_WORDS or name in COUNT_WORDS or name in NUMBER_WORDS:
                     problems.append(f"{field}: {name!r} is a template word; choose another name")
         seen: dict[str, str] = {}
         for field, names in (("categories", cats), ("colors", colors), ("sizes", sizes)):

@@ -29,9 +29,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from plugins.world.config import GRAMMAR_WORDS, INSTRUCTION_WORDS, WorldConfig
+from plugins.world.config import COUNT_WORDS, GRAMMAR_WORDS, INSTRUCTION_WORDS, NUMBER_WORDS, WorldConfig
 from plugins.world.scene import (
-    ATTRIBUTE_STREAM, CAPTION_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
+    ATTRIBUTE_STREAM, CAPTION_STREAM, COUNT_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
     Relation, Scene, SceneObject, SceneSampler, spatial_relations, stream_rng,
 )
 
@@ -76,12 +76,22 @@ def vocabulary(config: WorldConfig, extra: Iterable[str] = ()) -> list[str]:
 
     >>> vocab = vocabulary(WorldConfig())
     >>> vocab[:4], "star" in vocab, "phrase" in vocab, len(vocab)
-    (['.', '?', 'a', 'above'], True, True, 51)
+    (['.', '?', 'a', 'above'], True, True, 58)
     """
     words = set(GRAMMAR_WORDS) | set(INSTRUCTION_WORDS) | set(config.categories) | set(config.colors) | set(config.sizes)
+    words |= set(COUNT_WORDS) | set(count_words(config))
     for item in extra:
         words.update(tokenize(item))
     return sorted(words)
+
+
+def count_words(config: WorldConfig) -> tuple[str, ...]:
+    """The counts a counting question can name: one to ``max_objects + 1`` (a wrong count may exceed the truth).
+
+    >>> count_words(WorldConfig())
+    ('one', 'two', 'three', 'four', 'five', 'six')
+    """
+    return NUMBER_WORDS[:config.max_objects + 1]
 
 
 def _article(word: str) -> str:
@@ -504,4 +514,39 @@ def size_questions(scene: Scene, config: WorldConfig, *, strategy: str = "random
     for o in _pick(objects, n_no, rng):
         wrong = wrong_size(o)
         qs.append(Question(f"is the {o.category} {wrong} ?", NO, "attribute", strategy, (o.category, wrong)))
+    return _shuffled(qs, rng)
+
+
+def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio: Optional[float] = None,
+                    rng: Optional[np.random.Generator] = None) -> list[Question]:
+    """Counting questions ("are there three objects in the image ?"): general question answering.
+
+    Not a hallucination probe: a question the world can ask that is about none of the survey's
+    three levels, to see whether a mitigation costs general ability (Re-Align claims gains there).
+    A "yes" names the scene's number of objects (clutter marks are not objects); a "no" names one
+    more or one fewer (never zero), so every "no" is a near miss. Kind ``"count"``; target the
+    count named. At most one yes and one no per scene.
+
+    >>> from plugins.world import Scene, SceneObject
+    >>> s = Scene(seed=0, image_size=64, objects=(
+    ...     SceneObject("circle", "red", "small", x=4, y=25, extent=14),
+    ...     SceneObject("square", "blue", "large", x=40, y=22, extent=20)))
+    >>> sorted((q.text, q.answer) for q in count_questions(s, WorldConfig(), n=2))[1]
+    ('are there two objects in the image ?', 'yes')
+    """
+    rng = rng if rng is not None else stream_rng(scene.seed, COUNT_STREAM)
+    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
+    words = count_words(config)
+    k = len(scene.objects)
+    if not 1 <= k < len(words):
+        raise ValueError(f"a scene of {k} objects cannot be counted with max_objects={config.max_objects}")
+    wrong = [c for c in (k - 1, k + 1) if 1 <= c <= len(words)]
+    n_yes, n_no = split_counts(n, ratio, 1, 1)
+
+    def ask(count: int, answer: str) -> Question:
+        return Question(f"are there {words[count - 1]} objects in the image ?", answer, "count", "random",
+                        (words[count - 1],))
+
+    qs = [ask(k, YES) for _ in range(n_yes)]
+    qs += [ask(wrong[int(rng.integers(len(wrong)))], NO) for _ in range(n_no)]
     return _shuffled(qs, rng)
