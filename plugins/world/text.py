@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -428,28 +428,8 @@ def attribute_questions(scene: Scene, config: WorldConfig, *, strategy: str = "r
     """
     _need_stats(strategy, stats, config)
     rng = rng if rng is not None else stream_rng(scene.seed, ATTRIBUTE_STREAM)
-    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
-    colors = sorted(config.colors)
-    objects = list(scene.objects)
-    n_yes, n_no = split_counts(n, ratio, len(objects), len(objects))
-
-    def wrong_color(obj: SceneObject) -> str:
-        others = [c for c in colors if c != obj.color]
-        if strategy == "random":
-            return others[int(rng.integers(len(others)))]
-        assert stats is not None
-        if strategy == "popular":
-            counts = {c: sum(stats.color_counts[k][c] for k in stats.categories) for c in others}
-        else:
-            counts = {c: stats.color_counts[obj.category][c] for c in others}
-        return min(others, key=lambda c: (-counts[c], c))
-
-    qs = [Question(f"is the {o.category} {o.color} ?", YES, "attribute", strategy, (o.category, o.color))
-          for o in _pick(objects, n_yes, rng)]
-    for o in _pick(objects, n_no, rng):
-        c = wrong_color(o)
-        qs.append(Question(f"is the {o.category} {c} ?", NO, "attribute", strategy, (o.category, c)))
-    return _shuffled(qs, rng)
+    return _value_questions(scene, config, sorted(config.colors), lambda o: o.color,
+                            stats.color_counts if stats is not None else None, strategy, n, yes_ratio, rng)
 
 
 def relation_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio: Optional[float] = None,
@@ -493,27 +473,39 @@ def size_questions(scene: Scene, config: WorldConfig, *, strategy: str = "random
     """
     _need_stats(strategy, stats, config)
     rng = rng if rng is not None else stream_rng(scene.seed, SIZE_STREAM)
-    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
-    sizes = sorted(config.sizes)
-    objects = list(scene.objects)
-    n_yes, n_no = split_counts(n, ratio, len(objects), len(objects) if len(sizes) > 1 else 0)
+    return _value_questions(scene, config, sorted(config.sizes), lambda o: o.size,
+                            stats.size_counts if stats is not None else None, strategy, n, yes_ratio, rng)
 
-    def wrong_size(obj: SceneObject) -> str:
-        others = [s for s in sizes if s != obj.size]
+
+def _value_questions(scene: Scene, config: WorldConfig, values: Sequence[str], value_of: Callable[[SceneObject], str],
+                     table: Optional[dict[str, dict[str, int]]], strategy: str, n: int, yes_ratio: Optional[float],
+                     rng: np.random.Generator) -> list[Question]:
+    """Attribute questions ("is the star red ?"): at most one yes and one no per object, the wrong value by ``strategy``.
+
+    ``values`` are the attribute's names, ``value_of`` reads an object's, ``table`` counts them per
+    category (``WorldStats.color_counts`` or ``size_counts``): ``popular`` names the value most
+    frequent overall, ``adversarial`` the one most frequent for the object's category.
+    """
+    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
+    objects = list(scene.objects)
+    n_yes, n_no = split_counts(n, ratio, len(objects), len(objects) if len(values) > 1 else 0)
+
+    def wrong(obj: SceneObject) -> str:
+        others = [v for v in values if v != value_of(obj)]
         if strategy == "random":
             return others[int(rng.integers(len(others)))]
-        assert stats is not None and stats.size_counts is not None
+        assert table is not None
         if strategy == "popular":
-            counts = {s: sum(stats.size_counts[k][s] for k in stats.categories) for s in others}
+            counts = {v: sum(table[k][v] for k in table) for v in others}
         else:
-            counts = {s: stats.size_counts[obj.category][s] for s in others}
-        return min(others, key=lambda s: (-counts[s], s))
+            counts = {v: table[obj.category][v] for v in others}
+        return min(others, key=lambda v: (-counts[v], v))
 
-    qs = [Question(f"is the {o.category} {o.size} ?", YES, "attribute", strategy, (o.category, o.size))
+    qs = [Question(f"is the {o.category} {value_of(o)} ?", YES, "attribute", strategy, (o.category, value_of(o)))
           for o in _pick(objects, n_yes, rng)]
     for o in _pick(objects, n_no, rng):
-        wrong = wrong_size(o)
-        qs.append(Question(f"is the {o.category} {wrong} ?", NO, "attribute", strategy, (o.category, wrong)))
+        value = wrong(o)
+        qs.append(Question(f"is the {o.category} {value} ?", NO, "attribute", strategy, (o.category, value)))
     return _shuffled(qs, rng)
 
 
