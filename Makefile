@@ -15,7 +15,7 @@ help:
 	@echo "make validate    check every YAML record (file:line errors)"
 	@echo "make site        generate pages from the records and build site/ (mkdocs --strict)"
 	@echo "make serve       preview the site on http://127.0.0.1:8000, regenerated when a record changes"
-	@echo "make train       retrain the embedded tiny LLaVA (about 10 minutes on 2 cores)"
+	@echo "make train       retrain the embedded tiny LLaVA (about 20 minutes on 2 cores)"
 	@echo "make bench       speed of our own code (unchanged make reproduce, world, adapter, cost per experiment, throughput, cold/warm reproduce of the frozen-method matrix)"
 	@echo "make bench-site  site generation and build for a synthetic 10,000-paper knowledge base"
 

@@ -28,7 +28,7 @@ the statistics settings and the code of this module.
 """
 from __future__ import annotations
 
-import ast
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -63,11 +63,19 @@ class ItemMetric:
 
     num: Callable[[dict[str, Any]], float]
     den: Callable[[dict[str, Any]], float]
-    higher_is_better: bool
+    higher_is_better: Optional[bool]  # None: a descriptive metric, with no better side
 
 
 def _field(name: str) -> Callable[[dict[str, Any]], float]:
     return lambda row: float(row[name])
+
+
+def _present(name: str) -> Callable[[dict[str, Any]], float]:
+    return lambda row: float(row[name] is not None)
+
+
+def _or_zero(name: str) -> Callable[[dict[str, Any]], float]:
+    return lambda row: 0.0 if row[name] is None else float(row[name])
 
 
 _ONE: Callable[[dict[str, Any]], float] = lambda row: 1.0  # noqa: E731
@@ -80,13 +88,27 @@ CAPTION_METRICS = {
     "rel_chair_i": ItemMetric(_field("n_relations_wrong"), _field("n_relations_checked"), False),
     "recall": ItemMetric(_field("n_covered"), _field("n_scene_objects"), True),
 }
-ITEM_METRICS: dict[str, dict[str, ItemMetric]] = {"yesno": YESNO_METRICS, "caption": CAPTION_METRICS}
+ITEM_METRICS: dict[str, dict[str, ItemMetric]] = {"yesno": YESNO_METRICS, "caption": CAPTION_METRICS, "diagnostics": {}}
 """Per kind of predictions (told apart by their rows' fields), the metrics compared item by item."""
+
+DESCRIPTIVE_METRICS: dict[str, dict[str, ItemMetric]] = {
+    "yesno": {"yes_ratio": ItemMetric(lambda row: float(row["parsed"] == "yes"), _ONE, None)},
+    "diagnostics": {f"vd_{c}": ItemMetric(_or_zero(f"vd_{c}"), _present(f"vd_{c}"), True)
+                    for c in ("blank", "noise", "none")},
+}
+"""Metrics read item by item too, for the causes' effects, but with no verdict of their own in comparisons."""
+
+TOLERANCE = {"diagnostics": 1e-5}
+"""How far a metric recomputed from the rows may be from its record (diagnostics rows are rounded to 1e-5)."""
 
 
 def _kind(row: dict[str, Any]) -> Optional[str]:
-    if "question_id" not in row or "image" not in row:
-        return None  # not answers to a benchmark's questions (diagnostics measure the model's internals)
+    if "image" not in row:
+        return None
+    if "id" in row and "vd_blank" in row:
+        return "diagnostics"  # visual dependence per question (plugins.diagnostics)
+    if "question_id" not in row:
+        return None  # not answers to a benchmark's questions (representation measurements)
     if "parsed" in row and "label" in row:
         return "yesno"
     if "chair_s" in row and "n_object_mentions" in row:
@@ -104,7 +126,11 @@ class ItemTable:
     labels: tuple[str, ...]  # the expected answer of each key ("" for captions)
     num: dict[str, np.ndarray]  # metric -> per-key numerator
     den: dict[str, np.ndarray]  # metric -> per-key denominator
-    correct: Optional[np.ndarray] = None  # yes/no: per-key correctness
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Yes/no: per-key correctness (accuracy's numerator)."""
+        return self.num["accuracy"] > 0
 
 
 def read_items(record_path: Path, record: ResultRecord) -> Optional[ItemTable]:
@@ -122,11 +148,13 @@ def read_items(record_path: Path, record: ResultRecord) -> Optional[ItemTable]:
     kind = _kind(rows[0])
     if kind is None:
         return None
-    rows.sort(key=lambda r: _sort_key(str(r["question_id"])))
-    keys = tuple(str(r["question_id"]) for r in rows)
+    key = "id" if kind == "diagnostics" else "question_id"
+    rows.sort(key=lambda r: _sort_key(str(r[key])))
+    keys = tuple(str(r[key]) for r in rows)
     if len(set(keys)) != len(keys):
         raise ComparisonError(f"{record.cell}: question ids repeat in {path.name}")
-    metrics = {m: spec for m, spec in ITEM_METRICS[kind].items() if m in record.metrics}
+    metrics = {m: spec for m, spec in {**ITEM_METRICS[kind], **DESCRIPTIVE_METRICS.get(kind, {})}.items()
+               if m in record.metrics}
     try:
         num = {m: np.array([spec.num(r) for r in rows], dtype=float) for m, spec in metrics.items()}
         den = {m: np.array([spec.den(r) for r in rows], dtype=float) for m, spec in metrics.items()}
@@ -135,12 +163,11 @@ def read_items(record_path: Path, record: ResultRecord) -> Optional[ItemTable]:
     for m in metrics:
         if den[m].sum() > 0:
             value = num[m].sum() / den[m].sum()
-            if abs(value - record.metrics[m]) > 2e-6:
+            if abs(value - record.metrics[m]) > TOLERANCE.get(kind, 2e-6):
                 raise ComparisonError(f"{record.cell}: {m} from its {len(rows)} predictions is {value:.6f}, its record "
                                       f"says {record.metrics[m]:.6f}; the per-item reading disagrees with the scorer")
     labels = tuple(str(r.get("label", "")) for r in rows)
-    correct = np.array([r["parsed"] == r["label"] for r in rows]) if kind == "yesno" else None
-    return ItemTable(kind, keys, tuple(str(r["image"]) for r in rows), labels, num, den, correct)
+    return ItemTable(kind, keys, tuple(str(r["image"]) for r in rows), labels, num, den)
 
 
 def _sort_key(qid: str) -> tuple[int, Any]:
@@ -148,25 +175,13 @@ def _sort_key(qid: str) -> tuple[int, Any]:
 
 
 def oracle_of(plugin: str) -> Optional[str]:
-    """Why the registered method ``plugin`` sees the world's ground truth: its class's ``oracle`` string, or None."""
+    """Why the registered method ``plugin`` sees the world's ground truth: its class's ``oracle`` string, or None.
+
+    Read by the registry's scan of the source (:class:`plugins.registry.Entry`), so nothing is imported.
+    """
     from plugins.registry import entries
 
-    entry = next((e for e in entries("methods") if e.name == plugin), None)
-    if entry is None or not entry.file:
-        return None
-    try:
-        tree = ast.parse(Path(entry.file).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return None
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == entry.qualname:
-            for statement in node.body:
-                if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
-                        and isinstance(statement.targets[0], ast.Name) and statement.targets[0].id == "oracle":
-                    value = statement.value
-                    if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                        return value.value
-    return None
+    return next((e.oracle for e in entries("methods") if e.name == plugin), None)
 
 
 # ---------------------------------------------------------------- which pairs
@@ -243,11 +258,43 @@ def compare_arms(method: Sequence[ItemTable], reference: Sequence[ItemTable], me
     effect = cluster_bootstrap([s[0] for s in sums_m], [s[1] for s in sums_m], [s[0] for s in sums_r],
                                [s[1] for s in sums_r], n_items=len(first.keys), n_boot=n_boot, seed=seed)
     if first.kind == "yesno":
-        b = sum(int((m.correct & ~r.correct).sum()) for m, r in zip(method, _paired(reference, len(method))))
-        c = sum(int((~m.correct & r.correct).sum()) for m, r in zip(method, _paired(reference, len(method))))
-        effect = Effect(effect.effect, effect.low, effect.high, effect.p, effect.test, effect.n_items,
-                        effect.n_clusters, effect.n_seeds, (b, c), effect.replicates)
+        pairs = list(zip(method, _paired(reference, len(method))))
+        b = sum(int((m.correct & ~r.correct).sum()) for m, r in pairs)
+        c = sum(int((~m.correct & r.correct).sum()) for m, r in pairs)
+        effect = dataclasses.replace(effect, discordant=(b, c))
     return effect
+
+
+def gap_effect(method: Sequence[ItemTable], reference: Sequence[ItemTable], metric: str, *,
+               method_minus: Optional[Sequence[ItemTable]] = None, reference_minus: Optional[Sequence[ItemTable]] = None,
+               minus_metric: Optional[str] = None, what: str = "", n_boot: int = N_BOOT, seed: int = 0) -> Effect:
+    """The paired effect of two arms on ``metric``, or on a gap (``metric`` minus ``minus_metric`` on other tables).
+
+    The causes' effects (:mod:`site_gen.causes`): one table per seed and arm, paired by position;
+    with ``method_minus`` / ``reference_minus`` each arm's figure is its metric on its tables minus
+    ``minus_metric`` on its minus tables (accuracy on random minus adversarial questions: POPE asks
+    both about the same images). Always the cluster bootstrap over the union of the images, with
+    every replicate drawing the same images for all four terms, and the seeds.
+    """
+    method, reference = list(method), list(reference)
+    _pair_tables(method, reference, what)
+    terms = [method, reference]
+    if method_minus is not None and reference_minus is not None:
+        method_minus, reference_minus = list(method_minus), list(reference_minus)
+        _pair_tables(method_minus, reference_minus, what)
+        terms += [method_minus, reference_minus]
+    images = sorted({img for tables in terms for t in tables for img in t.images})
+    metrics = [metric, metric, minus_metric or metric, minus_metric or metric]
+    for tables, m in zip(terms, metrics):
+        if any(m not in t.num for t in tables):
+            raise ComparisonError(f"{what}: {m} cannot be read item by item from these predictions")
+    sums = [[_cluster_sums(t, m, images) for t in tables] for tables, m in zip(terms, metrics)]
+
+    def grids(k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return [n for n, _ in sums[k]], [d for _, d in sums[k]]
+
+    minus = {"method_minus": grids(2), "reference_minus": grids(3)} if len(terms) == 4 else {}
+    return cluster_bootstrap(*grids(0), *grids(1), n_items=len(method[0].keys), n_boot=n_boot, seed=seed, **minus)
 
 
 def _paired(reference: list[ItemTable], n: int) -> list[ItemTable]:

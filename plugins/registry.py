@@ -37,6 +37,7 @@ plugins.registry.UnknownNameError: unknown method 'baselin'; did you mean 'basel
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import fnmatch
 import importlib
@@ -101,6 +102,7 @@ class Entry:
     summary: str  # first line of its docstring ("" if none)
     file: Optional[str] = None  # source file, when known
     line: Optional[int] = None  # line of the registering decorator, when known
+    oracle: Optional[str] = None  # a method class's ``oracle = "..."``: why its stand-in sees the world's ground truth
 
     @property
     def where(self) -> str:
@@ -131,7 +133,7 @@ class _Registry:
                 f"{_SINGULAR[self.kind]} name {name!r} is registered by {_located(entry, obj)} but already defined "
                 f"by {scanned.where}; rename one of them")
         if scanned is not None:  # a class has no line of its own at run time; the scan knows it
-            entry = Entry(entry.kind, name, entry.module, entry.qualname, entry.summary, scanned.file, scanned.line)
+            entry = dataclasses.replace(entry, file=scanned.file, line=scanned.line)
         self.runtime[name] = entry
         self.objects[name] = obj
 
@@ -181,7 +183,9 @@ def _entry_of(kind: str, name: str, obj: Any) -> Entry:
     code = getattr(obj, "__code__", None)
     file = getattr(sys.modules.get(module), "__file__", None)
     line = code.co_firstlineno if code is not None else None
-    return Entry(kind, name, module, qualname, _summary(getattr(obj, "__doc__", None)), file, line)
+    oracle = getattr(obj, "oracle", None)
+    return Entry(kind, name, module, qualname, _summary(getattr(obj, "__doc__", None)), file, line,
+                 oracle if isinstance(oracle, str) else None)
 
 
 def _located(entry: Entry, obj: Any) -> str:
@@ -191,7 +195,7 @@ def _located(entry: Entry, obj: Any) -> str:
             file, line = inspect.getsourcefile(obj), inspect.getsourcelines(obj)[1]
         except (OSError, TypeError):
             return entry.where
-        entry = Entry(entry.kind, entry.name, entry.module, entry.qualname, entry.summary, file, line)
+        entry = dataclasses.replace(entry, file=file, line=line)
     return entry.where
 
 
@@ -313,8 +317,18 @@ def _scan_source(module: str, source: Path, problems: list[str]) -> list[Entry]:
                 problems.append(str(exc))
                 continue
             found.append(Entry(kind, name, module, node.name, _summary(ast.get_docstring(node)),
-                               str(source), decorator.lineno))
+                               str(source), decorator.lineno, _class_string(node, "oracle")))
     return found
+
+
+def _class_string(node: ast.AST, attribute: str) -> Optional[str]:
+    """The string literal a class body assigns to ``attribute`` (``oracle = "..."``), or None."""
+    for statement in getattr(node, "body", []) if isinstance(node, ast.ClassDef) else []:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
+                and isinstance(statement.targets[0], ast.Name) and statement.targets[0].id == attribute \
+                and isinstance(statement.value, ast.Constant) and isinstance(statement.value.value, str):
+            return statement.value.value
+    return None
 
 
 def _decorator_kind(node: ast.expr) -> Optional[str]:

@@ -170,7 +170,8 @@ def _as_grid(a: Sequence, name: str) -> np.ndarray:
 
 def cluster_bootstrap(method_num: Sequence, method_den: Sequence, reference_num: Sequence, reference_den: Sequence,
                       *, n_items: Optional[int] = None, n_boot: int = N_BOOT, seed: int = 0,
-                      level: float = LEVEL) -> Effect:
+                      level: float = LEVEL, method_minus: Optional[tuple[Sequence, Sequence]] = None,
+                      reference_minus: Optional[tuple[Sequence, Sequence]] = None) -> Effect:
     """Paired bootstrap of a ratio-of-sums metric, resampling clusters (images) and seeds.
 
     Each argument is an array (seeds × clusters), or (clusters,) for one seed, of per-image sums:
@@ -189,6 +190,15 @@ def cluster_bootstrap(method_num: Sequence, method_den: Sequence, reference_num:
     (0.25, 0.0, 0.75, 'cluster-bootstrap')
     >>> cluster_bootstrap([1, 0], [1, 1], [1, 0], [1, 1], n_boot=50).p   # identical answers: no evidence at all
     1.0
+
+    ``method_minus`` and ``reference_minus`` (``(num, den)``, same shapes as their arm) turn each
+    arm's metric into a gap, metric − minus metric on the same clusters (accuracy on random minus
+    adversarial questions of the same images, say); the effect is then the difference of gaps,
+    and each replicate resamples the clusters of both terms together.
+
+    >>> cluster_bootstrap([1, 1], [1, 1], [1, 1], [1, 1], method_minus=([0, 1], [1, 1]),
+    ...                   reference_minus=([1, 1], [1, 1]), n_boot=100).effect   # gaps 0.5 and 0.0
+    0.5
     """
     mn, md = _as_grid(method_num, "method_num"), _as_grid(method_den, "method_den")
     rn, rd = _as_grid(reference_num, "reference_num"), _as_grid(reference_den, "reference_den")
@@ -199,9 +209,19 @@ def cluster_bootstrap(method_num: Sequence, method_den: Sequence, reference_num:
     if rn.shape[0] not in (1, seeds):
         raise ValueError(f"cluster_bootstrap: the reference has {rn.shape[0]} seeds, the method {seeds}; "
                          "expected 1 or the same number")
-    if rn.shape[0] == 1 and seeds > 1:
-        rn, rd = np.repeat(rn, seeds, axis=0), np.repeat(rd, seeds, axis=0)
-    if (md.sum(axis=1) <= 0).any() or (rd.sum(axis=1) <= 0).any():
+    if (method_minus is None) != (reference_minus is None):
+        raise ValueError("cluster_bootstrap: give method_minus and reference_minus together (a gap in both arms)")
+    # Signed terms of the statistic: (+1 method, -1 reference) and, for gaps, their minus terms.
+    terms = [(1.0, mn, md), (-1.0, rn, rd)]
+    if method_minus is not None and reference_minus is not None:
+        mmn, mmd = _as_grid(method_minus[0], "method_minus"), _as_grid(method_minus[1], "method_minus")
+        rmn, rmd = _as_grid(reference_minus[0], "reference_minus"), _as_grid(reference_minus[1], "reference_minus")
+        if mmn.shape != mn.shape or mmd.shape != mn.shape or rmn.shape != rn.shape or rmd.shape != rn.shape:
+            raise ValueError("cluster_bootstrap: a minus term's shape differs from its arm's (same seeds and clusters)")
+        terms += [(-1.0, mmn, mmd), (1.0, rmn, rmd)]
+    terms = [(sign, np.repeat(n, seeds, axis=0), np.repeat(d, seeds, axis=0)) if n.shape[0] == 1 and seeds > 1
+             else (sign, n, d) for sign, n, d in terms]
+    if any((d.sum(axis=1) <= 0).any() for _, _, d in terms):
         raise ValueError("cluster_bootstrap: a seed has no denominator at all (no items to score)")
     if n_boot < 1:
         raise ValueError(f"cluster_bootstrap: n_boot is {n_boot}, expected >= 1")
@@ -210,14 +230,14 @@ def cluster_bootstrap(method_num: Sequence, method_den: Sequence, reference_num:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
-    point = float(np.mean(mn.sum(1) / md.sum(1) - rn.sum(1) / rd.sum(1)))
+    point = float(np.mean(sum(sign * n.sum(1) / d.sum(1) for sign, n, d in terms)))
     rng = np.random.default_rng(seed)
     draws = np.empty(n_boot)
-    chunk = max(1, 4_000_000 // max(1, seeds * clusters))  # bound memory: seeds x chunk x clusters floats
+    chunk = max(1, 4_000_000 // max(1, seeds * clusters * len(terms) // 2))  # bound memory: seeds x chunk x clusters floats
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         idx = rng.integers(0, clusters, size=(b, clusters))
-        diff = (ratio(mn[:, idx].sum(2), md[:, idx].sum(2)) - ratio(rn[:, idx].sum(2), rd[:, idx].sum(2)))  # (S, b)
+        diff = sum(sign * ratio(n[:, idx].sum(2), d[:, idx].sum(2)) for sign, n, d in terms)  # (S, b)
         pick = rng.integers(0, seeds, size=(b, seeds)) if seeds > 1 else np.zeros((b, 1), dtype=int)
         draws[start:start + b] = diff[pick.T, np.arange(b)[None, :]].mean(axis=0)
     tail = (1 - level) / 2

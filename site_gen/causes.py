@@ -3,10 +3,13 @@
 A cause node of the taxonomy may name ``experiments`` (:class:`site_gen.schema.CauseExperiment`):
 two arms of ``plugins/reproduce.yaml`` (method labels) and the number that should move. For
 each training seed that both arms ran, the effect is treated minus control (for a gap, each arm's
-``measure`` minus its ``minus`` first); the site reports the mean effect and its 95 % confidence
-interval over seeds (Student's t, paired by seed). The verdict is *confirmed* when the interval
-lies entirely on the predicted side of zero, *contradicted* when it lies entirely on the other
-side, and *not confirmed* otherwise.
+``measure`` minus its ``minus`` first). The interval is the one the comparison records use
+(:func:`plugins.compare.gap_effect`): a paired cluster bootstrap over the test images and the
+training seeds, read from the arms' per-question predictions, so a gap between two splits of the
+same images is resampled jointly. Only where no predictions are at hand (records from elsewhere)
+does it fall back to Student's t over the seeds, and says so. The verdict is *confirmed* when the
+interval lies entirely on the predicted side of zero, *contradicted* when it lies entirely on the
+other side, and *not confirmed* otherwise.
 
 >>> effect_interval([2.0, 4.0, 3.0])
 (3.0, 0.515..., 5.484...)
@@ -20,6 +23,8 @@ import re
 from dataclasses import dataclass
 from statistics import fmean, stdev
 from typing import Optional
+
+from pathlib import Path
 
 from plugins.api import RATE_METRICS, ResultRecord
 
@@ -94,6 +99,8 @@ class CauseResult:
     verdict: str
     stale: bool
     records: list[ResultRecord]
+    interval: str = "t over seeds"  # how the interval was made: "bootstrap over images and seeds" or "t over seeds"
+    p: Optional[float] = None  # the bootstrap's two-sided p-value (None for the t fallback)
 
     @property
     def measure_text(self) -> str:
@@ -107,8 +114,53 @@ def _value(index: dict, label: str, m: Measure, seed: int) -> Optional[float]:
     return None if r is None or m.metric not in r.metrics else r.metrics[m.metric] * scale(m.metric)
 
 
-def cause_results(kb: KnowledgeBase, records: list[ResultRecord], stale_cells: frozenset[str] = frozenset()) -> list[CauseResult]:
-    """Every cause experiment of the knowledge base with what the records say about it (empty rows if not run)."""
+BOOTSTRAP = "bootstrap over images and seeds"
+T_OVER_SEEDS = "t over seeds"
+
+
+def _bootstrap(exp: CauseExperiment, used: dict[tuple[str, str], list[ResultRecord]], results_dir: Path
+               ) -> Optional[tuple[float, float, float, float]]:
+    """(effect, low, high, p) in display units from the arms' predictions, or None when they cannot be read."""
+    from plugins.api import result_path
+    from plugins.compare import ComparisonError, gap_effect, read_items
+    from plugins.compare import _stable_seed  # one seed rule for every bootstrap of the project
+
+    def tables(arm: str, which: str) -> Optional[list]:
+        out = []
+        for r in used[(arm, which)]:
+            try:
+                t = read_items(result_path(results_dir, r), r)
+            except (ComparisonError, OSError, ValueError):
+                return None
+            if t is None:
+                return None
+            out.append(t)
+        return out
+
+    m = exp.measure
+    parts = {(arm, which): tables(arm, which) for arm, which in used}
+    if any(v is None for v in parts.values()):
+        return None
+    what = f"{exp.experiment}: {exp.treated} vs {exp.control}"
+    minus = ({"method_minus": parts[(exp.treated, "minus")], "reference_minus": parts[(exp.control, "minus")],
+              "minus_metric": exp.minus.metric} if exp.minus is not None else {})
+    try:
+        e = gap_effect(parts[(exp.treated, "measure")], parts[(exp.control, "measure")], m.metric, what=what,
+                       seed=_stable_seed(exp.experiment, exp.treated, exp.control, m.benchmark, m.split, m.metric),
+                       **minus)
+    except (ComparisonError, ValueError):
+        return None
+    k = scale(m.metric)
+    return e.effect * k, e.low * k, e.high * k, e.p
+
+
+def cause_results(kb: KnowledgeBase, records: list[ResultRecord], stale_cells: frozenset[str] = frozenset(),
+                  results_dir: Optional[Path] = None) -> list[CauseResult]:
+    """Every cause experiment of the knowledge base with what the records say about it (empty rows if not run).
+
+    With ``results_dir`` (where the records' predictions are) the intervals are bootstrapped over
+    images and seeds; without, or where predictions cannot be read, Student's t over the seeds.
+    """
     index = {(r.method, r.benchmark, r.split, r.seed): r for r in records}
     out = []
     anchors: set[str] = set()
@@ -116,6 +168,7 @@ def cause_results(kb: KnowledgeBase, records: list[ResultRecord], stale_cells: f
         for exp in node.experiments:
             seeds = sorted({s for (label, b, sp, s) in index if label in (exp.control, exp.treated)})
             rows, used = [], []
+            arms_used: dict[tuple[str, str], list[ResultRecord]] = {}
             for seed in seeds:
                 values = {}
                 for arm in (exp.control, exp.treated):
@@ -128,17 +181,22 @@ def cause_results(kb: KnowledgeBase, records: list[ResultRecord], stale_cells: f
                     continue
                 rows.append(SeedRow(seed, values[exp.control], values[exp.treated]))
                 for arm in (exp.control, exp.treated):
-                    for m in (exp.measure, exp.minus):
+                    for which, m in (("measure", exp.measure), ("minus", exp.minus)):
                         if m is not None:
                             used.append(index[(arm, m.benchmark, m.split, seed)])
+                            arms_used.setdefault((arm, which), []).append(used[-1])
+            interval, p = T_OVER_SEEDS, None
             if rows:
                 mean, low, high = effect_interval([r.effect for r in rows])
+                boot = _bootstrap(exp, arms_used, results_dir) if results_dir is not None else None
+                if boot is not None:
+                    (mean, low, high, p), interval = boot, BOOTSTRAP
             else:
                 mean = low = high = None
             out.append(CauseResult(full, node, exp, rows, mean, low, high,
                                    verdict(exp.expect, low, high) if rows else "not run yet",
                                    any(r.cell in stale_cells for r in used), sorted({r.cell: r for r in used}.values(), key=lambda r: r.cell),
-                                   _unique_anchor(full, exp, anchors)))
+                                   anchor=_unique_anchor(full, exp, anchors), interval=interval, p=p))
     return out
 
 

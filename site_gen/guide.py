@@ -104,6 +104,51 @@ def parse_matrix(data: Any) -> list[MatrixExperiment]:
     return out
 
 
+@dataclass(frozen=True)
+class PaperProtocol:
+    """A method's paper protocol as the matrix's ``paper_protocols`` names it, with what the protocol sets."""
+
+    label: str  # method label
+    protocol: str  # protocol name
+    settings: dict  # the protocol's fields as the matrix writes them ({} for the built-in common protocol)
+    source: str  # official script or paper section
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        """The protocol in words: "greedy", "sample, temperature 1.0, top_p 1.0, suffix "..."", ..."""
+        s = self.settings
+        parts = [str(s.get("decoding", "greedy"))]
+        parts += [f"{k} {s[k]}" for k in ("temperature", "top_p", "num_beams", "max_new_tokens") if k in s]
+        if s.get("suffix"):
+            parts.append(f'suffix "{s["suffix"]}"')
+        return ", ".join(parts)
+
+
+def parse_paper_protocols(data: Any) -> list[PaperProtocol]:
+    """The matrix's ``paper_protocols`` with their protocols' settings, by label; raises ``ValueError`` if malformed."""
+    if not isinstance(data, dict):
+        return []
+    protocols = data.get("protocols") or {}
+    out = []
+    for label, spec in (data.get("paper_protocols") or {}).items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("protocol"), str):
+            raise ValueError(f"paper_protocols[{label!r}]: expected a mapping with a protocol")
+        name = spec["protocol"]
+        settings = protocols.get(name) if name != COMMON_PROTOCOL else {}
+        out.append(PaperProtocol(str(label), name, dict(settings or {}), str(spec.get("source", "")),
+                                 str(spec.get("note", ""))))
+    return sorted(out, key=lambda p: p.label)
+
+
+def read_paper_protocols(root: Path) -> list[PaperProtocol]:
+    """:func:`parse_paper_protocols` of ``root/plugins/reproduce.yaml`` (``[]`` when it cannot be read: read_matrix says why)."""
+    try:
+        return parse_paper_protocols(yaml.safe_load((Path(root) / MATRIX).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, TypeError, AttributeError):
+        return []
+
+
 def read_matrix(root: Path) -> tuple[list[MatrixExperiment], str]:
     """(experiments, problem) of ``root/plugins/reproduce.yaml``; a missing or unreadable matrix gives ``[]`` and why."""
     path = Path(root) / MATRIX
@@ -245,6 +290,7 @@ class GuideData:
     checkpoint_problems: dict[str, str]
     plugins: dict[str, list[tuple[str, str]]]  # kind → (name, summary) from the registry's static scan
     modules: list[tuple[str, int, str]] = field(default_factory=list)  # (path, lines, docstring's first line), the file map
+    paper_protocols: list[PaperProtocol] = field(default_factory=list)  # each method's paper protocol (the matrix's)
 
     def key(self) -> dict:
         return asdict(self)
@@ -307,7 +353,7 @@ def read_guide_data(root: Path) -> GuideData:
         if why:
             card_problems[model] = why
     return GuideData(experiments, problem, cards, card_problems, {kind: describe(kind) for kind in KINDS},
-                     module_map(root))
+                     module_map(root), read_paper_protocols(root))
 
 
 # ---------------------------------------------------------------- what the templates get

@@ -121,8 +121,9 @@ class Renderer:
                  results: Sequence[ResultRecord] = (), stale_cells: frozenset[str] = frozenset(),
                  index: Optional[ResultsIndex] = None, guide: Optional[GuideData] = None,
                  memo: Optional[Memo] = None, kb_key: Optional[str] = None,
-                 comparisons: Sequence[ComparisonRecord] = ()):
+                 comparisons: Sequence[ComparisonRecord] = (), results_dir: Optional[Path] = None):
         self.kb = kb
+        self.results_dir = results_dir  # where the records' predictions are (the causes' bootstrap reads them)
         self.comparisons = list(comparisons)  # results/comparisons.json: the only source of verdicts
         self.repo_edit_url = repo_edit_url
         # Method results feed the tables beside the survey's methods; arms of cause experiments and
@@ -315,7 +316,8 @@ class Renderer:
                                             f"method − reference, points ({better}); bars: 95 % intervals")
         mirage = mirage_rows(self.comparisons, self.all_results, self.stale_cells)
         self.render("verdicts.md", "verdicts.html.j2", "Verdicts", wide=True, tables=tables, plots=plots,
-                    summary=verdict_summary(tables), mirage=mirage, mirage_summary=mirage_summary(mirage))
+                    summary=verdict_summary(tables), mirage=mirage, mirage_summary=mirage_summary(mirage),
+                    paper_protocols=self.guide.paper_protocols if self.guide is not None else [])
 
     def _guide_pages(self) -> None:
         """The hand-written pages of site_gen/pages/, as Markdown whose every inserted value is inert."""
@@ -336,7 +338,7 @@ class Renderer:
             self.pages[page] = env.get_template(template).render(here=page, r=self, kb=self.kb, g=g, plots=plots)
 
     def _causes_and_diagnostics(self) -> None:
-        causes = cause_results(self.kb, self.all_results, self.stale_cells)
+        causes = cause_results(self.kb, self.all_results, self.stale_cells, self.results_dir)
         plots = {}
         for c in causes:
             if c.rows:
@@ -441,7 +443,8 @@ def generate_docs(kb: KnowledgeBase, root: Path, repo_edit_url: Optional[str] = 
     except ValueError:  # a damaged entry is made again
         tree = None
     if not (isinstance(tree, dict) and isinstance(tree.get("files"), dict)):
-        renderer = Renderer(kb, repo_edit_url, results, stale_cells, index, guide, cache, kb_key, comparisons)
+        renderer = Renderer(kb, repo_edit_url, results, stale_cells, index, guide, cache, kb_key, comparisons,
+                            results_dir=root / "results")
         pages = renderer.build()
         tree = {"pages": len(pages), "files": {**pages, **renderer.assets}}
         cache.put("tree", key, json.dumps(tree, sort_keys=True, ensure_ascii=False).encode("utf-8"))

@@ -247,3 +247,43 @@ def test_the_committed_comparisons_are_current():
 
 def committed_input(committed, cell: str) -> str:
     return next(c.inputs[cell] for c in committed if cell in c.inputs)
+
+
+def test_a_gap_effect_resamples_both_splits_of_the_same_images(tmp_path):
+    """The causes' joint measure: (random − adversarial accuracy) of the treated arm minus the control's."""
+    # Four images, one question each per split. Treated: random all right, adversarial all wrong (gap 1.0);
+    # control: both right (gap 0.0). The effect of the gaps is +1.0, and every replicate keeps it.
+    t_rand = put(tmp_path, "treated", "world-pope", "random", yesno([True] * 4))
+    t_adv = put(tmp_path, "treated", "world-pope", "adversarial", yesno([False] * 4))
+    c_rand = put(tmp_path, "control", "world-pope", "random", yesno([True] * 4))
+    c_adv = put(tmp_path, "control", "world-pope", "adversarial", yesno([True] * 4))
+    tab = {k: compare.read_items(result_path(tmp_path, r), r)
+           for k, r in {"tr": t_rand, "ta": t_adv, "cr": c_rand, "ca": c_adv}.items()}
+    e = compare.gap_effect([tab["tr"]], [tab["cr"]], "accuracy", method_minus=[tab["ta"]], reference_minus=[tab["ca"]],
+                           minus_metric="accuracy", n_boot=200)
+    assert (e.effect, e.low, e.high) == (1.0, 1.0, 1.0) and e.test == "cluster-bootstrap"
+    plain = compare.gap_effect([tab["ta"]], [tab["ca"]], "accuracy", n_boot=200)
+    assert plain.effect == -1.0
+    with pytest.raises(compare.ComparisonError, match="cannot be read item by item"):
+        compare.gap_effect([tab["ta"]], [tab["ca"]], "chair_i", n_boot=10)
+
+
+def test_yes_ratio_and_visual_dependence_are_read_item_by_item_but_get_no_verdict(tmp_path):
+    rows = yesno([True, False, True, True])
+    rows[1]["parsed"] = "yes"
+    rows[1]["label"] = "no"
+    r = put(tmp_path, "neutral", "world-pope", "random", rows,
+            metrics={"accuracy": 0.75, "yes_ratio": 1.0})
+    table = compare.read_items(result_path(tmp_path, r), r)
+    assert table.num["yes_ratio"].sum() / table.den["yes_ratio"].sum() == 1.0
+    assert "yes_ratio" not in compare.ITEM_METRICS["yesno"]  # descriptive: compared only where a cause names it
+    diag = [{"id": str(i), "image": f"img{i}.png", "correct": i % 2 == 0, "vd_blank": v, "vd_noise": None,
+             "vd_none": 1.0} for i, v in enumerate([0.5, 1.5, 2.0])]
+    d = put(tmp_path, "neutral", "world-diagnostics", "pope-adversarial", diag,
+            metrics={"accuracy": 2 / 3, "vd_blank": 4.0 / 3, "vd_none": 1.0})
+    table = compare.read_items(result_path(tmp_path, d), d)
+    assert table.kind == "diagnostics" and abs(table.num["vd_blank"].sum() / table.den["vd_blank"].sum() - 4 / 3) < 1e-12
+    bad = put(tmp_path, "other", "world-diagnostics", "pope-adversarial", diag,
+              metrics={"accuracy": 2 / 3, "vd_blank": 1.0, "vd_none": 1.0})
+    with pytest.raises(compare.ComparisonError, match="vd_blank from its 3 predictions"):
+        compare.read_items(result_path(tmp_path, bad), bad)

@@ -122,6 +122,12 @@ def test_a_benchmark_applies_the_suffix_and_the_budget(adapter):
     bench.evaluate(Recorder(), None, "opposite", items, batch_size=8, seed=0)
     assert not asked[0][0][0].endswith("no.") and asked[0][1] == bench.max_new_tokens and asked[0][2] == COMMON
     assert isinstance(items[0], Item)
+    assert bench.decoding(proto) == {"strategy": "greedy", "num_beams": 1, "suffix": "Answer with yes or no.",
+                                     "max_new_tokens": 3}
+    # A caption instruction takes no short-answer suffix, and its provenance says none was added.
+    captions = get_benchmark("world-caption")({"limit": 1})
+    assert captions.prompt("describe the image .", proto) == "describe the image ."
+    assert captions.decoding(proto)["suffix"] == "" and captions.answer_budget(proto) == 3
 
 
 # ---------------------------------------------------------------- protocols in the matrix
@@ -190,6 +196,37 @@ def test_bad_protocols_are_located(tmp_path):
             protocols: {common: {decoding: sample}}
             experiments: [{name: e, models: [x], benchmarks: {world-pope: null}, methods: {baseline: {}}}]
             """)
+
+
+def test_paper_protocols_must_name_a_protocol_the_method_runs_under(tmp_path):
+    from plugins.runner.matrix import expand_all
+
+    m = _matrix(tmp_path, """\
+        protocols:
+          sampling: {decoding: sample}
+        experiments:
+          - name: e
+            protocols: [common, sampling]
+            models: [alignscope-tiny-llava]
+            benchmarks: {world-pope: [random]}
+            methods: {baseline: {}, vcd: {}}
+          - name: f
+            models: [alignscope-tiny-llava]
+            benchmarks: {world-pope: [random]}
+            methods: {opera: {}}
+        paper_protocols:
+          vcd: {protocol: sampling, source: "DAMO-NLP-SG/VCD experiments/cd_scripts/llava1.5_pope.bash"}
+          baseline: {protocol: common, source: "LLaVA-1.5"}
+          opera: {protocol: sampling, source: "shikiw/OPERA"}
+          vdc: {protocol: sampling, source: "x/y"}
+          icd: {protocol: beam, source: "x/y"}
+        """)
+    _, problems = expand_all(m)
+    assert m.paper_protocols["vcd"].protocol == "sampling"
+    assert any(":16: " in p and "no experiment runs 'opera' under 'sampling'" in p for p in problems), problems
+    assert any(":17: " in p and "unknown method label 'vdc'" in p for p in problems), problems
+    assert any(":18: " in p and "unknown method label 'icd'" in p for p in problems), problems
+    assert len(problems) == 3, problems  # vcd and baseline are fine
 
 
 def test_a_protocol_changes_the_fingerprint_and_is_recorded(env):

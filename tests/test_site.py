@@ -234,6 +234,7 @@ def test_cause_experiments_get_effects_with_intervals_and_stay_out_of_method_tab
     row = row[:row.index("</tr>")]
     # mean +35.00, sd 5, t(2) = 4.303: half-width 4.303 * 5 / sqrt(3) = 12.42
     assert ">3<" in row and "+35.00" in row and "[+22.58, +47.42]" in row and "confirmed" in row
+    assert "t over seeds" in row  # records without predictions on disk: the fallback, named as such
     assert "Not run yet" in causes  # the other causes have no records here
     assert (docs / "plots" / "cause-cause-data-imbalance--cause-imbalance--world-pope-random-yes-ratio.svg").is_file()
     reproduction = (docs / "reproduction.md").read_text()
@@ -269,6 +270,8 @@ def test_every_cause_experiment_has_its_own_section_and_plot(generated_checkout)
     assert len(ids) == len(set(ids)) == sum(len(n.experiments) for n in kb.taxonomy.values())
     assert len([i for i in ids if "ability-gap" in i]) == 2
     assert len(plots) == len(set(plots)) >= 2 and all(f'href="#{i}"' in page for i in ids)
+    # The committed results carry their predictions: every interval is the images-and-seeds bootstrap.
+    assert "<td>bootstrap over images and seeds</td>" in page and "<td>t over seeds</td>" not in page
 
 
 def test_the_reproduction_page_says_its_numbers_are_the_tiny_models_on_the_synthetic_world(generated_checkout):

@@ -267,6 +267,21 @@ def test_region_labels_mark_objects_under_patches(data):
     assert ((category == -1) == (colour == -1)).all() and (category == -1).mean() > 0.3
 
 
+def test_instruction_suffixes_tokenize_without_unknown_words(processor, data):
+    from plugins.models.data import SUFFIX_TEXTS, question_turns
+    from plugins.world import INSTRUCTION_SUFFIXES
+
+    tok = processor.tokenizer
+    for suffix in INSTRUCTION_SUFFIXES.values():  # as protocols write them: capitals, glued full stop
+        assert tok.unk_token_id not in tok("USER: <image>\nIs there a star in the image?\n" + suffix).input_ids
+    rng = np.random.default_rng(0)
+    turns = [q for i in range(len(data.scenes))
+             for q, _ in question_turns(data.scenes[i], WORLD, 4, 2, 2, rng, n_size=2, suffix_prob=0.5)]
+    with_suffix = [q for q in turns if q.endswith(SUFFIX_TEXTS)]
+    assert 0.3 < len(with_suffix) / len(turns) < 0.7 and all(q.split("?")[0] for q in with_suffix)
+    assert any(q.split()[-2] in WORLD.sizes for q in turns)  # size questions are asked too
+
+
 def test_text_examples_carry_context_and_answers(data):
     enc = WordEncoder(build_vocab(WORLD))
     examples = text_examples(data, 0, enc, no_context_prob=0.0, n_object=4, n_attribute=1, n_relation=0)
@@ -294,12 +309,16 @@ def test_quick_eval_scores_a_checkpoint(processor, tmp_path):
     assert set(results["pope"]) == {"random", "popular", "adversarial"}
     assert results["caption"]["n"] == 12 and 0 <= results["caption"]["chair_i"] <= 1
     assert -1 <= results["representation"]["cosine_margin_last"] <= 1
-    assert results["n_questions"] == 12 * 6  # yes/no questions only: 3 POPE, 2 attribute, 1 relation split
+    assert results["n_questions"] == 12 * 7  # yes/no questions only: 3 POPE, 2 attribute, 1 relation, 1 counting split
+    assert 0 <= results["count"]["accuracy"] <= 1 and "| counting (general QA) |" in format_table(results)
     assert set(results["attribute"]) == {"random", "adversarial"}
     m = results["pope"]["random"]
     assert m["n"] == 12 and m["tp"] + m["fn"] == 6  # the first two POPE images: 3 yes + 3 no each
+    assert set(results["attribute_kinds"]["random"]) == {"color", "size"}  # colour and size scored apart too
+    assert set(results["pope_suffix"]) == {"none", "lmms-eval", "vcd", "yes-no"}
     table = format_table(results)
     assert "| POPE adversarial |" in table and "| chair_s |" in table and "| mutual_knn_last |" in table
+    assert "| lmms-eval |" in table and "size only" in table
     probe = presence_probe(model.model.vision_tower, WORLD, layer=-2, n_train=40, n_test=20, steps=5)
     assert 0 <= probe["accuracy"] <= 1
 

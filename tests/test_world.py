@@ -12,8 +12,9 @@ from pydantic import ValidationError
 
 from plugins.world import (
     GRAMMAR_WORDS, HOLLOW_SHAPES, SHAPES, CAPTION_PROMPT, Relation, Scene, SceneObject, SceneSampler, WorldConfig,
-    WorldStats, attribute_questions, caption, encode_png, existence_questions, noisy_caption, object_mask,
-    parse_caption, relation_questions, render, scene_seed, shape_mask, split_counts, tokenize, vocabulary,
+    INSTRUCTION_SUFFIXES, WorldStats, attribute_questions, caption, encode_png, existence_questions, instruction_text,
+    noisy_caption, object_mask, parse_caption, relation_questions, render, scene_seed, shape_mask, size_questions,
+    split_counts, tokenize, vocabulary, count_questions, count_words,
 )
 
 N_STATS = 2000  # scenes per statistical test: enough for ±0.03 on a frequency, still fast
@@ -82,6 +83,11 @@ def test_scene_seed_streams_are_disjoint_and_stable():
 def test_first_train_scene_is_pinned():
     # A change to the sampler (or to numpy's generators) changes every dataset: make it a visible decision.
     scene = SceneSampler(WorldConfig()).sample_split("train", 0)
+    assert [(o.category, o.color, o.size, o.x, o.y, o.faded) for o in scene.objects] == [
+        ("bar", "orange", "small", 28, 36, False), ("cross", "purple", "small", 39, 12, False)]
+    # The v2 knobs draw nothing when off: v1's sizes and no fading or overlap give v1's first scene.
+    v1 = WorldConfig(sizes={"small": 14, "large": 20}, low_contrast_prob=0, occlusion_prob=0)
+    scene = SceneSampler(v1).sample_split("train", 0)
     assert [(o.category, o.color, o.size, o.x, o.y) for o in scene.objects] == [
         ("bar", "orange", "small", 32, 35), ("cross", "purple", "large", 7, 27)]
 
@@ -107,12 +113,45 @@ def test_sampled_scenes_are_valid(cfg, train_scenes):
             for b in scene.objects[i + 1:]:
                 ax0, ay0, ax1, ay1 = a.bbox
                 bx0, by0, bx1, by1 = b.bbox
-                assert ax1 + gap <= bx0 or bx1 + gap <= ax0 or ay1 + gap <= by0 or by1 + gap <= ay0, (a, b)
+                if not (ax1 + gap <= bx0 or bx1 + gap <= ax0 or ay1 + gap <= by0 or by1 + gap <= ay0):
+                    # Too close: only allowed as an occlusion, covering at most max_occlusion of either box.
+                    area = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
+                    assert area <= cfg.max_occlusion * min(a.extent, b.extent) ** 2, (a, b)
+
+
+def test_visual_uncertainty_knobs_happen_as_often_as_configured(cfg, train_scenes):
+    objects = [o for s in train_scenes for o in s.objects]
+    assert abs(np.mean([o.faded for o in objects]) - cfg.low_contrast_prob) < 0.03
+    assert Counter(o.size for o in objects).keys() == cfg.sizes.keys()
+    close = sum(1 for s in train_scenes for i, a in enumerate(s.objects) for b in s.objects[i + 1:]
+                if not (a.bbox[2] + cfg.min_gap <= b.bbox[0] or b.bbox[2] + cfg.min_gap <= a.bbox[0]
+                        or a.bbox[3] + cfg.min_gap <= b.bbox[1] or b.bbox[3] + cfg.min_gap <= a.bbox[1]))
+    assert close > 0.02 * len(train_scenes)  # some pairs overlap or touch ...
+    off = WorldConfig(low_contrast_prob=0, occlusion_prob=0)
+    assert not any(o.faded for s in SceneSampler(off).scenes("train", 200) for o in s.objects)  # ... and none when off
+
+
+def test_faded_objects_and_clutter_render_as_documented(cfg):
+    scene = Scene(seed=5, image_size=64, objects=(SceneObject("square", "blue", "large", 10, 10, 20, faded=True),))
+    plain = WorldConfig(pixel_noise_std=0.0, clutter_marks=0)
+    pixel = render(scene, plain)[20, 20].astype(float)
+    expected = np.array(plain.colors["blue"]) + plain.low_contrast_mix * (np.array(plain.background) - plain.colors["blue"])
+    assert np.abs(pixel - expected).max() <= 0.5
+    cluttered = WorldConfig(pixel_noise_std=0.0, clutter_marks=8)
+    marks = [(render(replace_seed(scene, seed), cluttered) != render(replace_seed(scene, seed), plain)).any(axis=2).sum()
+             for seed in range(20)]
+    assert max(marks) > 0 and all(m <= 8 * 4 * 4 for m in marks)  # at most 8 marks of at most 4 x 4 px
+    with pytest.raises(ValidationError, match="clutter_size"):
+        WorldConfig(clutter_size=(2, 12))
+
+
+def replace_seed(scene: Scene, seed: int) -> Scene:
+    return Scene(seed=seed, image_size=scene.image_size, objects=scene.objects)
 
 
 def test_crowded_configs_fall_back_to_a_grid_and_never_fail():
     # 9 large-box slots in 64 px: random layouts almost always jam, so the grid fallback does the work.
-    cfg = WorldConfig(min_objects=9, max_objects=9)
+    cfg = WorldConfig(min_objects=9, max_objects=9, occlusion_prob=0.0)
     for scene in SceneSampler(cfg).scenes("train", 10):
         assert len(scene.objects) == 9
         boxes = [o.bbox for o in scene.objects]
@@ -223,13 +262,18 @@ def test_shapes_are_distinct_masks():
 
 
 def test_rendered_objects_have_their_colour_at_their_centre(train_scenes):
-    clean = WorldConfig(pixel_noise_std=0.0)
+    clean = WorldConfig(pixel_noise_std=0.0, clutter_marks=0)
     for scene in train_scenes[:100]:
         image = render(scene, clean)
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
-        for o in scene.objects:
+        for k, o in enumerate(scene.objects):
             r, c = _probe_pixel(o)
-            assert tuple(image[r, c]) == clean.colors[o.color], (o, image[r, c])
+            if any(object_mask(later, 64)[r, c] > 0 for later in scene.objects[k + 1:]):
+                continue  # occluded here by an object drawn after it
+            colour = np.array(clean.colors[o.color], dtype=np.float32)
+            if o.faded:
+                colour = colour + np.float32(clean.low_contrast_mix) * (np.array(clean.background, dtype=np.float32) - colour)
+            assert tuple(image[r, c]) == tuple(np.rint(colour).astype(int)), (o, image[r, c])
         covered = sum(object_mask(o, 64) for o in scene.objects)
         assert (image[covered == 0] == clean.background).all()
 
@@ -406,8 +450,17 @@ def test_vocabulary_covers_every_generated_word(cfg, stats, test_scenes):
                     attribute_questions(scene, cfg, strategy=strategy, stats=stats, n=4):
                 seen.update(tokenize(q.text))
                 seen.add(q.answer)
+            for q in size_questions(scene, cfg, strategy=strategy, stats=stats, n=4):
+                seen.update(tokenize(q.text))
         for q in relation_questions(scene, cfg, n=6):
             seen.update(tokenize(q.text))
+        for q in count_questions(scene, cfg):
+            seen.update(tokenize(q.text))
+            # A "yes" names the number of objects; a "no" misses it by one.
+            named = count_words(cfg).index(q.target[0]) + 1
+            assert (q.answer == "yes") == (named == len(scene.objects)) and abs(named - len(scene.objects)) <= 1
+    for suffix in INSTRUCTION_SUFFIXES.values():
+        seen.update(tokenize(instruction_text(suffix)))
     assert seen <= set(vocab), seen - set(vocab)
     assert seen == set(vocab), set(vocab) - seen  # and no word is listed that nothing produces
 

@@ -15,9 +15,10 @@ from plugins.benchmarks.world_data import N_POPE_IMAGES, TEST_SET_VERSION, load_
 from plugins.registry import get_benchmark
 from plugins.world import SceneSampler, WorldConfig, scene_seed
 
-# The content of test set v1 for the default world: question files, ground truth and decoded pixels.
+# The content of test set v2 for the default world (v1, the world before tiny sizes, fading, overlap and clutter, was
+# 8360ac0f0681529900c5d3c657e6aa93ae57d8d73701ee3ba2f21a7bbba5a201): question files, ground truth and decoded pixels.
 # If a change to plugins/world alters it, the change must come with a new TEST_SET_VERSION (and this pin).
-PINNED_V1 = "8360ac0f0681529900c5d3c657e6aa93ae57d8d73701ee3ba2f21a7bbba5a201"
+PINNED_V2 = "8c14b17b6579b0bcf0db7c57ed2a15f93cfd696309325c405cfd1c36ec2166c3"
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,8 @@ def content_sha256(root: Path) -> str:
 
 
 def test_the_default_test_set_is_pinned(ts):
-    assert TEST_SET_VERSION == "v1"
-    assert content_sha256(ts.root) == PINNED_V1
+    assert TEST_SET_VERSION == "v2"
+    assert content_sha256(ts.root) == PINNED_V2
 
 
 def test_pope_protocol_500_images_3_present_3_absent_each(ts):
@@ -78,19 +79,48 @@ def test_test_scenes_are_not_training_scenes(ts):
 
 
 def test_probes_are_balanced_and_true(ts):
-    scenes = ts.scenes()
+    scenes, ts_world = ts.scenes(), WorldConfig()
     attr = get_benchmark("world-attribute")(data_dir=ts.root.parent)
     for split in attr.splits:
         items = attr.items(split)
-        assert len(items) == 1000 and sum(i.label == "yes" for i in items) == 500
+        assert len(items) == 2000 and sum(i.label == "yes" for i in items) == 1000  # 500 scenes x (2 colour + 2 size)
+        kinds = Counter()
         for item in items:
-            _, _, category, colour, _ = item.prompt.split()  # "is the <category> <colour> ?"
-            assert (scenes[item.meta["image"]].get(category).color == colour) == (item.label == "yes")
+            _, _, category, word, _ = item.prompt.split()  # "is the <category> <colour or size> ?"
+            obj = scenes[item.meta["image"]].get(category)
+            kind = "size" if word in ts_world.sizes else "colour"
+            kinds[kind, item.label] += 1
+            assert ((obj.size if kind == "size" else obj.color) == word) == (item.label == "yes")
+        assert set(kinds.values()) == {500}
     rel = get_benchmark("world-relation")(data_dir=ts.root.parent)
     items = rel.items("opposite")
     assert sum(i.label == "yes" for i in items) == len(items) // 2
     captions = get_benchmark("world-caption")(data_dir=ts.root.parent).items("all")
     assert len(captions) == 200 and captions[0].label is None
+    count = get_benchmark("world-count")(data_dir=ts.root.parent)
+    items = count.items("all")
+    words = ("one", "two", "three", "four", "five", "six")
+    assert len(items) == 1000 and sum(i.label == "yes" for i in items) == 500
+    for item in items:  # "are there <n> objects in the image ?": yes exactly when n is the number of objects
+        n = words.index(item.prompt.split()[2]) + 1
+        assert (n == len(scenes[item.meta["image"]].objects)) == (item.label == "yes")
+
+
+def test_errors_that_follow_the_prior_are_counted(ts):
+    """An always-"yes" model errs on every "no" question: its prior-following share is the chance share."""
+    from plugins.benchmarks.world import prior_consistent
+
+    scenes = ts.scenes()
+    for name, split in (("world-pope", "adversarial"), ("world-attribute", "adversarial")):
+        bench = get_benchmark(name)(data_dir=ts.root.parent)
+        items = bench.items(split)
+        metrics, _ = bench.score(split, items, ["yes"] * len(items))
+        negatives = [i for i in items if i.label == "no"]
+        prior = sum(bool(prior_consistent(i.prompt, scenes[i.meta["image"]], WorldConfig())) for i in negatives)
+        assert metrics["negatives"] == metrics["false_yes"] == len(negatives)
+        assert metrics["prior_negatives"] == metrics["prior_false_yes"] == prior > 0
+        metrics, _ = bench.score(split, items, ["no"] * len(items))
+        assert metrics["false_yes"] == metrics["prior_false_yes"] == 0
 
 
 def test_a_damaged_test_set_is_regenerated(tmp_path):

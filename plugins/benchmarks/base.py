@@ -73,11 +73,26 @@ class Benchmark:
     parser: ClassVar[str] = ""  # answer parser name-version, e.g. pope-official-v1
     max_new_tokens: ClassVar[int] = 8  # generation length the answers need (a protocol may set another)
     common_protocol_only: ClassVar[bool] = False  # True for a benchmark that reads internals, not decoded answers
+    suffixed: ClassVar[bool] = True  # a protocol's suffix follows this benchmark's prompts (short answers; not captions)
+    Config: ClassVar[type[BenchmarkConfig]] = BenchmarkConfig
 
     def answer_budget(self, protocol: Optional[Protocol] = None) -> int:
         """New tokens per answer under ``protocol``: its own budget, else this benchmark's."""
-        return (protocol.max_new_tokens if protocol is not None else None) or self.max_new_tokens
-    Config: ClassVar[type[BenchmarkConfig]] = BenchmarkConfig
+        return (protocol or COMMON).budget(self.max_new_tokens)
+
+    def prompt(self, question: str, protocol: Optional[Protocol] = None) -> str:
+        """``question`` as asked under ``protocol``: its suffix appended where this benchmark takes one."""
+        return (protocol or COMMON).prompt(question) if self.suffixed else question
+
+    def decoding(self, protocol: Optional[Protocol] = None) -> dict[str, Any]:
+        """``protocol`` as this benchmark applies it, for provenance and fingerprints.
+
+        >>> Benchmark().decoding()
+        {'strategy': 'greedy', 'num_beams': 1, 'suffix': '', 'max_new_tokens': 8}
+        """
+        protocol = protocol or COMMON
+        return {**protocol.describe(), "suffix": protocol.suffix if self.suffixed else "",
+                "max_new_tokens": self.answer_budget(protocol)}
 
     def __init__(self, options: Optional[Mapping[str, Any]] = None, data_dir: Optional[Path] = None):
         self.options = self.Config.model_validate(dict(options or {}))
@@ -127,7 +142,7 @@ class Benchmark:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             batch = Batch(images=[images[i.image] if i.image is not None else None for i in chunk],
-                          prompts=[protocol.prompt(i.prompt) for i in chunk], ids=[i.id for i in chunk], seed=seed)
+                          prompts=[self.prompt(i.prompt, protocol) for i in chunk], ids=[i.id for i in chunk], seed=seed)
             answers += adapter.generate(batch, max_new_tokens=self.answer_budget(protocol), method=method,
                                         batch_size=batch_size, protocol=protocol)
             if progress is not None:

@@ -26,6 +26,7 @@ class WorldCaption(WorldBenchmark):
     folder = "caption"
     parser = "chair-world-v1"  # plugins.benchmarks.caption.SCORER_NAME: parse_caption over the closed vocabulary
     max_new_tokens = 40  # the longest exact caption is 30 words
+    suffixed = False  # "describe the image ." is an instruction already: a protocol's short-answer suffix would contradict it
 
     def load_items(self, split: str) -> list[Item]:
         return [Item(item.id, item.image, item.prompt, None, item.meta) for item in super().load_items(split)]

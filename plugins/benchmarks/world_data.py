@@ -9,6 +9,7 @@ stream (training only ever sees the ``train`` stream) and written once to
     pope/{random,popular,adversarial}.jsonl      object existence, POPE protocol
     attribute/{random,adversarial}.jsonl         colour questions
     relation/opposite.jsonl                      spatial-relation questions
+    count/all.jsonl                              counting questions (general QA, since v2)
     caption/all.jsonl                            "describe the image ." prompts
     MANIFEST.json                         version, world fingerprint, SHA-256 of every file
 
@@ -28,8 +29,11 @@ stream (what a model could have learned them from).
 **Attribute and relation probes** (the survey's attribute and relation levels) on the first
 :data:`N_PROBE_IMAGES` test scenes: two colour questions per scene, one true and one false, the
 false colour either random or the colour the shape usually has (*adversarial*: a
-knowledge-conflict probe); two relation questions per scene with an unambiguous pair, one true and
-its opposite (*opposite*). **Captions**: the first :data:`N_CAPTION_IMAGES` probe scenes, scored
+knowledge-conflict probe), then (since v2) two size questions, one true and one false, the false
+size random or the size most frequent for the shape; two relation questions per scene with an unambiguous pair, one true and
+its opposite (*opposite*). **Counting** (since v2): two questions per probe scene, the true number
+of objects and one more or one fewer — general question answering, about no misalignment level,
+to see what a mitigation costs elsewhere. **Captions**: the first :data:`N_CAPTION_IMAGES` probe scenes, scored
 with CHAIR-style metrics against ``scenes.jsonl``.
 
 **Fixed and versioned.** The same world config always gives the same bytes; a test pins the
@@ -51,14 +55,14 @@ from plugins.benchmarks.pope_files import POPE_SPLITS, PopeQuestion, write_pope_
 from plugins.benchmarks.questions import QuestionFileBenchmark
 from plugins.files import file_sha256, write_atomic
 from plugins.world import (
-    CAPTION_PROMPT, Scene, SceneSampler, WorldConfig, WorldStats, attribute_questions, encode_png,
-    existence_questions, relation_questions, render,
+    CAPTION_PROMPT, Scene, SceneSampler, WorldConfig, WorldStats, attribute_questions, count_questions, encode_png,
+    existence_questions, relation_questions, render, size_questions,
 )
 
 __all__ = ["TEST_SET_VERSION", "WorldTestSet", "build_test_set", "load_test_set", "WorldConfigOption", "WorldBenchmark",
-           "ATTRIBUTE_SPLITS", "RELATION_SPLITS", "CAPTION_SPLITS"]
+           "ATTRIBUTE_SPLITS", "RELATION_SPLITS", "COUNT_SPLITS", "CAPTION_SPLITS"]
 
-TEST_SET_VERSION = "v1"
+TEST_SET_VERSION = "v2"
 N_POPE_IMAGES = 500  # as POPE: 500 images x 6 questions = 3,000 questions per split
 MIN_POPE_OBJECTS = 3  # POPE's images have at least three ground-truth objects
 N_PROBE_IMAGES = 500  # attribute and relation probes: first 500 test scenes (2 questions each)
@@ -66,6 +70,9 @@ N_CAPTION_IMAGES = 200  # captioning: first 200 probe scenes
 STATS_SCENES = 2000  # train scenes counted for popular / adversarial negatives
 ATTRIBUTE_SPLITS = ("random", "adversarial")
 RELATION_SPLITS = ("opposite",)
+COUNT_SPLITS = ("all",)
+TEST_SET_FOLDERS = ("images", "pope", "attribute", "relation", "count", "caption")
+"""The folders every test set of this version has: a set without one (made by older code) is made again."""
 CAPTION_SPLITS = ("all",)
 
 
@@ -138,19 +145,23 @@ def build_test_set(world: WorldConfig, root: Path) -> Path:
 
     attr_rows: dict[str, list[tuple[str, str, str]]] = {s: [] for s in ATTRIBUTE_SPLITS}
     rel_rows: list[tuple[str, str, str]] = []
+    count_rows: list[tuple[str, str, str]] = []
     cap_rows: list[tuple[str, str, str]] = []
     for index in range(N_PROBE_IMAGES):
         scene = sampler.sample_split("test", index)
         image = image_of(index, scene)
         for split in ATTRIBUTE_SPLITS:
-            qs = attribute_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5)
+            qs = (attribute_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5)
+                  + size_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5))
             attr_rows[split] += [(image, q.text, q.answer) for q in qs]
         rel_rows += [(image, q.text, q.answer) for q in relation_questions(scene, world, n=2, yes_ratio=0.5)]
+        count_rows += [(image, q.text, q.answer) for q in count_questions(scene, world, n=2, yes_ratio=0.5)]
         if index < N_CAPTION_IMAGES:
             cap_rows.append((image, CAPTION_PROMPT, "yes"))  # label unused: captions are scored against scenes.jsonl
     for split, rows in attr_rows.items():
         write(f"attribute/{split}.jsonl", rows)
     write("relation/opposite.jsonl", rel_rows)
+    write("count/all.jsonl", count_rows)
     write("caption/all.jsonl", cap_rows)
     (root / "scenes.jsonl").write_text("\n".join(sorted(scene_rows)) + "\n", encoding="utf-8")
 
@@ -167,7 +178,8 @@ def _intact(root: Path) -> bool:
     try:
         manifest = json.loads((root / "MANIFEST.json").read_text(encoding="utf-8"))
         files = manifest["files"]
-        return (manifest.get("version") == TEST_SET_VERSION
+        folders = {name.split("/")[0] for name in files}
+        return (manifest.get("version") == TEST_SET_VERSION and set(TEST_SET_FOLDERS) <= folders
                 and all(file_sha256(root / name) == sha for name, sha in files.items()))
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -2,10 +2,11 @@
 
 The same code path as ``alignscope reproduce``'s baseline cells: the registered world benchmarks
 (:mod:`plugins.benchmarks.world`: POPE protocol with random / popular / adversarial negatives,
-colour questions with random and prior-colour negatives, relation questions with opposite
+colour and size questions with random and prior negatives, relation questions with opposite
 relations) answered greedily through :class:`plugins.models.adapter.LlavaAdapter` and scored with the
 pinned official POPE parser. So the numbers in a model card equal the baseline rows of the site,
-for the same checkpoint.
+for the same checkpoint. With ``extras`` the attribute splits are also scored per kind (colour,
+size) and POPE is asked again with each instruction suffix (:func:`suffix_probe`).
 
 >>> r = {"pope": {"random": {"accuracy": 0.9}, "popular": {"accuracy": 0.85}, "adversarial": {"accuracy": 0.8}}}
 >>> round(pope_gap(r), 3)
@@ -21,12 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from plugins.api import RATE_METRICS
-from plugins.benchmarks.pope import PARSER_NAME
+from plugins.benchmarks.pope import PARSER_NAME, pope_metrics
 from plugins.benchmarks.pope_files import POPE_SPLITS
 from plugins.world import SceneSampler, WorldConfig, render_batch
 
 EVAL_SPLIT = "test"  # the world's held-out scene stream
-PROBES = (("world-pope", "pope"), ("world-attribute", "attribute"), ("world-relation", "relation"))
+PROBES = (("world-pope", "pope"), ("world-attribute", "attribute"), ("world-relation", "relation"),
+          ("world-count", "count"))
 """The yes/no probes: (registered benchmark, key in the results)."""
 EXTRAS = (("world-caption", "caption"), ("world-representation", "representation"))
 """Free-form captions (CHAIR-style) and representation alignment: scored with ``extras=True``."""
@@ -55,6 +57,10 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
     results: dict[str, Any] = {}
     n_questions = 0
     extra = EXTRAS if extras else ()
+
+    def rounded(metrics: dict[str, float], yes_no: bool = True) -> dict[str, Any]:
+        return {k: (round(v, 4) if k in RATE_METRICS or not yes_no else int(v)) for k, v in metrics.items()}
+
     for name, key in PROBES + extra:
         yes_no = (name, key) in PROBES  # their other metrics are counts; the extras' are real numbers
         bench = get_benchmark(name)(options, data_dir=data_dir)
@@ -62,18 +68,59 @@ def evaluate(model: Any, processor: Any, world: WorldConfig, limit: Optional[int
         for split in bench.splits:
             items = bench.items(split)
             bar = tqdm(total=len(items), desc=f"{name}/{split}", leave=False, disable=not progress)
-            metrics, _ = bench.evaluate(adapter, Baseline(), split, items, batch_size=batch_size, seed=0,
-                                        progress=bar.update)
+            metrics, records = bench.evaluate(adapter, Baseline(), split, items, batch_size=batch_size, seed=0,
+                                              progress=bar.update)
             bar.close()
-            results[key][split] = {k: (round(v, 4) if k in RATE_METRICS or not yes_no else int(v))
-                                   for k, v in metrics.items()}
+            results[key][split] = rounded(metrics, yes_no)
             n_questions += len(items) if yes_no else 0
+            if key == "attribute":
+                # Colour and size questions share the split; score each kind apart too.
+                kinds = {"color": [], "size": []}
+                for record in records:
+                    kinds["size" if record["text"].split()[-2] in world.sizes else "color"].append(record)
+                results.setdefault("attribute_kinds", {})[split] = {
+                    kind: rounded(pope_metrics([r["answer"] for r in rows], [r["label"] for r in rows]))
+                    for kind, rows in kinds.items() if rows}
+    if extras:
+        results["pope_suffix"] = suffix_probe(adapter, world, limit, batch_size, data_dir, progress)
     results["relation"] = results["relation"]["opposite"]
+    results["count"] = results["count"]["all"]
     for _, key in extra:
         (results[key],) = results[key].values()  # one split each
     results.update(n_questions=n_questions, split=EVAL_SPLIT, parser=PARSER_NAME, decoding="greedy",
                    test_set=bench.test_set.manifest["version"], seconds=round(time.perf_counter() - t0, 1))
     return results
+
+
+def suffix_probe(adapter: Any, world: WorldConfig, limit: Optional[int] = None, batch_size: int = 64,
+                 data_dir: Optional[Path] = None, progress: bool = True) -> dict[str, dict[str, float]]:
+    """POPE accuracy per split with each instruction suffix appended to the question (``none``: as asked).
+
+    The suffixes are :data:`plugins.world.INSTRUCTION_SUFFIXES` (lmms-eval's, VCD's, a plain yes/no
+    one), appended after a space exactly as written; a protocol's prompt is then a variable whose
+    effect can be measured, not a tokenizer failure.
+    """
+    from dataclasses import replace
+
+    from plugins.methods.baseline import Baseline
+    from plugins.registry import get_benchmark
+    from plugins.world import INSTRUCTION_SUFFIXES
+
+    options: dict[str, Any] = {"limit": limit}
+    if world != WorldConfig():
+        options["world"] = world.model_dump(mode="json")
+    bench = get_benchmark("world-pope")(options, data_dir=data_dir)
+    out: dict[str, dict[str, float]] = {}
+    for name, suffix in [("none", "")] + sorted(INSTRUCTION_SUFFIXES.items()):
+        out[name] = {}
+        for split in bench.splits:
+            items = [replace(item, prompt=f"{item.prompt} {suffix}".strip()) for item in bench.items(split)]
+            bar = tqdm(total=len(items), desc=f"suffix {name}/{split}", leave=False, disable=not progress)
+            metrics, _ = bench.evaluate(adapter, Baseline(), split, items, batch_size=batch_size, seed=0,
+                                        progress=bar.update)
+            bar.close()
+            out[name][split] = round(metrics["accuracy"], 4)
+    return out
 
 
 def pope_gap(results: dict[str, Any]) -> float:
@@ -85,14 +132,43 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, float, float, float
     """``(probe, accuracy %, F1 %, yes-ratio)`` rows for a printed table or the model card."""
     rows = [(f"POPE {s}", results["pope"][s]) for s in POPE_SPLITS]
     rows += [(f"attribute ({s})", results["attribute"][s]) for s in ("random", "adversarial")]
+    for split in ("random", "adversarial"):
+        for kind, metrics in sorted(results.get("attribute_kinds", {}).get(split, {}).items()):
+            rows.append((f"attribute ({split}), {'colour' if kind == 'color' else kind} only", metrics))
     rows += [("relation (opposite)", results["relation"])]
+    rows += [("counting (general QA)", results["count"])] if "count" in results else []
     return [(name, 100 * m["accuracy"], 100 * m["f1"], m["yes_ratio"]) for name, m in rows]
+
+
+def prior_rows(results: dict[str, Any]) -> list[tuple[str, int, int, str, str]]:
+    """``(probe, false yes, those following the prior, their share, chance share)`` for splits whose metrics count them."""
+    rows = []
+    for key, label in (("pope", "POPE"), ("attribute", "attribute")):
+        for split, m in sorted(results.get(key, {}).items()):
+            if not isinstance(m, dict) or not m.get("negatives"):
+                continue
+            fy, pf = int(m["false_yes"]), int(m["prior_false_yes"])
+            share = f"{100 * pf / fy:.1f} %" if fy else "–"
+            rows.append((f"{label} {split}", fy, pf, share, f"{100 * m['prior_negatives'] / m['negatives']:.1f} %"))
+    return rows
 
 
 def format_table(results: dict[str, Any]) -> str:
     """A Markdown table of :func:`summary_rows`."""
     lines = ["| probe | accuracy % | F1 % | yes-ratio |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {name} | {acc:.1f} | {f1:.1f} | {yes:.2f} |" for name, acc, f1, yes in summary_rows(results)]
+    prior = prior_rows(results)
+    if prior:
+        lines += ["", "Errors on \"no\" questions that follow the world's prior (object questions: the absent shape co-occurs "
+                  "with one present; colour questions: the shape's usual colour). Chance is the prior's share of the "
+                  "\"no\" questions:", "",
+                  "| probe | false yes | of them following the prior | chance |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {fy} | {pf} ({share}) | {chance} |" for name, fy, pf, share, chance in prior]
+    if "pope_suffix" in results:
+        lines += ["", "POPE accuracy % with an instruction suffix appended (`plugins.world.INSTRUCTION_SUFFIXES`):", "",
+                  "| suffix | " + " | ".join(POPE_SPLITS) + " |", "| --- |" + " ---: |" * len(POPE_SPLITS)]
+        lines += [f"| {name} | " + " | ".join(f"{100 * acc[s]:.1f}" for s in POPE_SPLITS) + " |"
+                  for name, acc in results["pope_suffix"].items()]
     if "caption" in results:
         c = results["caption"]
         lines += _figure_table(f"Captions ({int(c['n'])}, {c['mean_words']:.1f} words on average), % of mentions or "

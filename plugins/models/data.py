@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from plugins.world import (
-    CAPTION_PROMPT, Scene, SceneSampler, WorldConfig, attribute_questions, caption, existence_questions,
-    noisy_caption, relation_questions, render_batch,
+    CAPTION_PROMPT, INSTRUCTION_SUFFIXES, Scene, SceneSampler, WorldConfig, attribute_questions, caption,
+    count_questions, existence_questions, instruction_text, noisy_caption, relation_questions, render_batch, size_questions,
 )
 from plugins.world.scene import stream_rng
 
@@ -93,27 +93,54 @@ def caption_example(data: WorldData, i: int, enc: WordEncoder, n_image_tokens: i
     return Example(ex.input_ids, ex.labels, i)
 
 
+SUFFIX_TEXTS: tuple[str, ...] = tuple(instruction_text(INSTRUCTION_SUFFIXES[k]) for k in sorted(INSTRUCTION_SUFFIXES))
+"""The instruction suffixes in the world's spelling, in sorted-name order (what training appends)."""
+
+
+def with_suffix(question: str, rng: np.random.Generator, suffix_prob: float) -> str:
+    """``question``, followed with probability ``suffix_prob`` by one of :data:`SUFFIX_TEXTS` (uniform).
+
+    No draw is made when ``suffix_prob`` is 0, so suffix-free data keep their random streams.
+
+    >>> with_suffix("is the star red ?", np.random.default_rng(0), 1.0).startswith("is the star red ? ")
+    True
+    """
+    if suffix_prob <= 0 or rng.random() >= suffix_prob:
+        return question
+    return question + " " + SUFFIX_TEXTS[int(rng.integers(len(SUFFIX_TEXTS)))]
+
+
 def question_turns(scene: Scene, world: WorldConfig, n_object: int, n_attribute: int, n_relation: int,
-                   rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Object, attribute and relation questions about ``scene`` (random negatives), shuffled."""
+                   rng: np.random.Generator, n_size: int = 0, suffix_prob: float = 0.0,
+                   n_count: int = 0) -> list[tuple[str, str]]:
+    """Object, colour, size, relation and counting questions about ``scene`` (random negatives), shuffled.
+
+    With ``suffix_prob`` each question is followed, with that probability, by an instruction
+    suffix (:data:`plugins.world.INSTRUCTION_SUFFIXES`), as evaluation protocols append them.
+    """
     qs = (existence_questions(scene, world, strategy="random", n=n_object)
           + attribute_questions(scene, world, strategy="random", n=n_attribute)
-          + relation_questions(scene, world, n=n_relation))
-    return [(qs[j].text, qs[j].answer) for j in rng.permutation(len(qs)).tolist()]
+          + (size_questions(scene, world, strategy="random", n=n_size) if n_size else [])
+          + relation_questions(scene, world, n=n_relation)
+          + (count_questions(scene, world, n=n_count) if n_count else []))
+    return [(with_suffix(qs[j].text, rng, suffix_prob), qs[j].answer) for j in rng.permutation(len(qs)).tolist()]
 
 
 def question_example(data: WorldData, i: int, enc: WordEncoder, n_image_tokens: int,
-                     n_object: int = 4, n_attribute: int = 2, n_relation: int = 2) -> Example:
+                     n_object: int = 4, n_attribute: int = 2, n_relation: int = 2, n_size: int = 0,
+                     suffix_prob: float = 0.0, n_count: int = 0) -> Example:
     """Scene ``i``'s questions as one multi-turn conversation about its image."""
     rng = stream_rng(data.scenes[i].seed, TRAIN_STREAM)
-    turns = question_turns(data.scenes[i], data.world, n_object, n_attribute, n_relation, rng)
+    turns = question_turns(data.scenes[i], data.world, n_object, n_attribute, n_relation, rng, n_size, suffix_prob,
+                           n_count)
     ex = _conversation(enc, turns, n_image_tokens)
     return Example(ex.input_ids, ex.labels, i)
 
 
 def text_examples(data: WorldData, i: int, enc: WordEncoder, no_context_prob: float = 0.25,
                   n_object: int = 4, n_attribute: int = 2, n_relation: int = 2,
-                  max_questions: Optional[int] = None) -> list[Example]:
+                  max_questions: Optional[int] = None, n_size: int = 0, suffix_prob: float = 0.0,
+                  n_count: int = 0) -> list[Example]:
     """Stage 0's text-only examples of scene ``i``: its noisy caption, then one single-turn example per question.
 
     Each question example is ``USER: <noisy caption> <question> ASSISTANT: <answer></s>``, or, with
@@ -130,7 +157,8 @@ def text_examples(data: WorldData, i: int, enc: WordEncoder, no_context_prob: fl
     rng = stream_rng(scene.seed, TRAIN_STREAM)
     noisy = noisy_caption(scene, world).text
     out = [_conversation(enc, [(CAPTION_PROMPT, noisy)], 0)]
-    turns = question_turns(scene, world, n_object, n_attribute, n_relation, rng)[:max_questions]
+    turns = question_turns(scene, world, n_object, n_attribute, n_relation, rng, n_size, suffix_prob,
+                           n_count)[:max_questions]
     for question, answer in turns:
         context = "" if rng.random() < no_context_prob else noisy + " "
         out.append(_conversation(enc, [(context + question, answer)], 0))

@@ -5,8 +5,9 @@ A :class:`Protocol` names what an evaluation protocol of the field varies beside
 * ``decoding``: ``greedy`` (the common protocol), ``sample`` (``temperature``, ``top_p``; the
   official scripts of VCD, ICD, M3ID and RITUAL sample at T = 1) or ``beam`` (``num_beams``;
   OPERA's evaluation uses 5);
-* ``suffix``: an instruction appended to every question after one space (lmms-eval's "Answer the
-  question using a single word or phrase.", VCD's "Please answer this question with one word.");
+* ``suffix``: an instruction appended to every short-answer question after one space (lmms-eval's
+  "Answer the question using a single word or phrase.", VCD's "Please answer this question with
+  one word."); caption instructions are left as they are (a benchmark's ``suffixed``);
 * ``max_new_tokens``: the answer budget (None: the benchmark's own).
 
 The matrix (``plugins/reproduce.yaml``) names protocols and runs each method under the common
@@ -32,7 +33,7 @@ from pydantic import Field, model_validator
 
 from plugins.config import StrictConfig
 
-__all__ = ["Protocol", "COMMON", "COMMON_NAME", "decoding_of"]
+__all__ = ["Protocol", "COMMON", "COMMON_NAME"]
 
 COMMON_NAME = "common"
 """The protocol every method runs under, the name the matrix and the records use for it."""
@@ -82,16 +83,10 @@ class Protocol(StrictConfig):
         """``question`` with the suffix appended."""
         return f"{question} {self.suffix}" if self.suffix else question
 
+    def budget(self, default: int) -> int:
+        """New tokens per answer: this protocol's budget, else ``default`` (the benchmark's own)."""
+        return self.max_new_tokens or default
+
 
 COMMON = Protocol()
 """Greedy decoding, no suffix, the benchmark's own answer budget."""
-
-
-def decoding_of(protocol: Optional[Protocol], max_new_tokens: int) -> dict[str, Any]:
-    """Provenance and fingerprint form of a protocol with the answer budget it resolves to.
-
-    >>> decoding_of(None, 8)
-    {'strategy': 'greedy', 'num_beams': 1, 'suffix': '', 'max_new_tokens': 8}
-    """
-    protocol = protocol or COMMON
-    return {**protocol.describe(), "suffix": protocol.suffix, "max_new_tokens": protocol.max_new_tokens or max_new_tokens}

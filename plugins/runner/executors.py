@@ -89,7 +89,6 @@ def compute_cell(p: CellPlan, ctx: Context, models: Models, batch_size: int,
     ``seconds_per_input`` is the wall time of the benchmark's evaluation (model and method, not
     loading or a method's once-per-model preparation) divided by the number of inputs.
     """
-    from plugins.models.decoding import decoding_of
 
     cell = p.cell
     directory, _ = ctx.checkpoint(cell.model)
@@ -109,7 +108,7 @@ def compute_cell(p: CellPlan, ctx: Context, models: Models, batch_size: int,
         seconds_per_input=seconds / len(items), fingerprint=p.fingerprint,
         provenance=Provenance(
             **base, device=str(adapter.device), dtype=str(adapter.dtype).removeprefix("torch."),
-            decoding={**decoding_of(cell.protocol_settings, bench.max_new_tokens), "batch_size": batch_size},
+            decoding={**bench.decoding(cell.protocol_settings), "batch_size": batch_size},
             parser=bench.parser, date=_now(),
             method_config={"plugin": cell.plugin, **method.config.model_dump(mode="json")},
             train_seconds=method.train_seconds, identity=p.identity or None,

@@ -7,7 +7,7 @@ The payload a fingerprint hashes (version :data:`FINGERPRINT_VERSION`):
   data files (question file and images, or the generated test set);
 * ``checkpoint_sha256`` — the model's files (:func:`plugins.models.lookup.checkpoint_hash`);
 * ``decoding`` — the cell's protocol: its search (greedy, sampling, beams), prompt suffix and
-  answer budget (:func:`plugins.models.decoding.decoding_of`);
+  answer budget, as the benchmark applies it (:meth:`plugins.benchmarks.base.Benchmark.decoding`);
 * ``code`` — one hash over the normalised syntax trees of every project module in the import
   closure of the method's module, the benchmark's module and the adapter
   (:func:`plugins.identity.code_identity`): docstrings, comments and layout do not count, and
@@ -100,7 +100,6 @@ def cell_identity(cell: Cell, ctx: Context) -> tuple[str, dict[str, Any], dict[s
     (``provenance.identity``), to say later why it went stale.
     """
     from plugins.identity import code_hash, code_identity
-    from plugins.models.decoding import decoding_of
 
     _, ckpt_hash = ctx.checkpoint(cell.model)
     bench = ctx.benchmark(cell)
@@ -113,7 +112,7 @@ def cell_identity(cell: Cell, ctx: Context) -> tuple[str, dict[str, Any], dict[s
         "method": method.fingerprint_payload(),
         "benchmark": bench_payload,
         "checkpoint_sha256": ckpt_hash,
-        "decoding": decoding_of(cell.protocol_settings, bench.max_new_tokens),  # the protocol: search, suffix, budget
+        "decoding": bench.decoding(cell.protocol_settings),  # the protocol as the benchmark applies it: search, suffix, budget
         "code": code_hash(roots),
         "seed": cell.seed,
         "dtype": ctx.dtype,

@@ -106,12 +106,21 @@ class ComparisonSpec(StrictConfig):
     reference_protocol: Optional[str] = None  # the reference's protocol (default: the method's)
 
 
+class PaperProtocol(StrictConfig):
+    """The protocol a method's own paper evaluates it under, and where that was read."""
+
+    protocol: str  # a protocol name of the matrix ("common" when the paper decodes greedily with no suffix)
+    source: str = Field(min_length=3)  # the official script or the paper's section it comes from
+    note: str = ""  # what differs from the paper and why (shown beside it)
+
+
 class Matrix(StrictConfig):
     version: int = 1
     defaults: Defaults = Field(default_factory=Defaults)
     experiments: list[Experiment] = Field(min_length=1)
     protocols: dict[str, Protocol] = Field(default_factory=dict, validate_default=True)  # name -> decoding, suffix, budget ("common" is built in)
     comparisons: list[ComparisonSpec] = Field(default_factory=list)  # method-specific references (plugins.compare)
+    paper_protocols: dict[str, PaperProtocol] = Field(default_factory=dict)  # method label -> its paper's protocol
 
     @field_validator("protocols")
     @classmethod
@@ -363,6 +372,16 @@ def expand_all(matrix: Matrix) -> tuple[list[Cell], list[str]]:
             if name is not None and name not in matrix.protocols:
                 problems.append(f"{matrix.where(['comparisons', i, field])}comparison {i}: "
                                 f"{unknown('protocol', name, matrix.protocols)}")
+    runs = {(cell.method, cell.protocol) for cell in cells}
+    for label, paper in matrix.paper_protocols.items():
+        where = matrix.where(["paper_protocols", label])
+        if label not in labels_known:
+            problems.append(f"{where}paper_protocols: {unknown('method label', label, labels_known)}")
+        elif paper.protocol not in matrix.protocols:
+            problems.append(f"{where}paper_protocols[{label!r}]: {unknown('protocol', paper.protocol, matrix.protocols)}")
+        elif (label, paper.protocol) not in runs:
+            problems.append(f"{where}paper_protocols[{label!r}]: no experiment runs {label!r} under {paper.protocol!r}; "
+                            "add it to an experiment with that protocol")
     return cells, list(dict.fromkeys(problems))
 
 

@@ -61,6 +61,7 @@ class CellPlan:
     error: str = ""  # why the cell cannot run (error) or what its last run raised (failed)
     identity: dict[str, Any] = field(default_factory=dict)  # what the record keeps (fingerprint.cell_identity)
     reason: str = ""  # why a stale cell is stale
+    record: Optional[dict[str, Any]] = None  # a cached cell's record, as read when its status was decided
 
 
 def error_path(results_dir: Path, cell_name: str) -> Path:
@@ -99,7 +100,7 @@ def _status(cell: Cell, fingerprint: str, identity: dict[str, Any], results_dir:
     if stored is not None and stored.get("fingerprint") == fingerprint:
         damaged = predictions_problem(record_path, stored)
         if damaged is None:
-            return CellPlan(cell, fingerprint, "cached", identity=identity)
+            return CellPlan(cell, fingerprint, "cached", identity=identity, record=stored)
         return CellPlan(cell, fingerprint, "stale", identity=identity, reason=damaged)
     failure = _read_json(error_path(results_dir, cell.name))
     if failure is not None and failure.get("fingerprint") == fingerprint:

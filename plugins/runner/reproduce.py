@@ -113,18 +113,16 @@ def _run_locked(matrix_path: Path, only: Optional[str], results_dir: Path, devic
 
 def _compare(matrix_path: Path, results_dir: Path, plans: list[CellPlan], progress: bool) -> tuple[int, list[str]]:
     """Rewrite ``results/comparisons.json`` from the current records (unchanged pairs are reused)."""
-    import json
-
     from plugins.api import ResultRecord
     from plugins.compare import comparison_pairs, oracle_of, write_comparisons
 
     records = []
     for p in plans:
-        if p.status != "cached":
+        if p.status != "cached" or p.record is None:
             continue  # a stale, failed or missing cell has no current record to compare
         try:
-            records.append(ResultRecord.model_validate(json.loads((results_dir / f"{p.cell.name}.json").read_text("utf-8"))))
-        except (OSError, ValueError):
+            records.append(ResultRecord.model_validate(p.record))
+        except ValueError:
             continue
     bar = None
 

@@ -95,47 +95,50 @@ def train_rdpo(model: "LlavaAdapter", config: Any, progress: bool = True) -> dic
 
 # ---------------------------------------------------------------- HACL and LRV
 
-def train_hacl(model: "LlavaAdapter", config: Any, progress: bool = True) -> dict[str, Any]:
-    """Instruction loss plus image-caption contrast (:class:`plugins.methods.hacl.HACL`'s config)."""
+def _instruction_run(model: "LlavaAdapter", config: Any, mix: str,
+                     fit: Callable[["WorldData", list, Any], "TuningRun"]) -> dict[str, Any]:
+    """Build ``config``'s instruction data on the preference split (timed apart), fit it with ``fit``, time it all."""
     from plugins.models.data import build_world_data
-    from plugins.tuning.instructions import hallucinated_captions, instruction_set
+    from plugins.tuning.instructions import instruction_set
     from plugins.tuning.preferences import PREFERENCE_SPLIT
-    from plugins.tuning.trainer import train_contrastive
 
     def run() -> "TuningRun":
-        c, world = config, build_world(config.world)
+        world = build_world(config.world)
         t0 = time.perf_counter()
-        data = build_world_data(world, c.scenes, PREFERENCE_SPLIT)
-        examples = instruction_set(data, world, mix="plain", counts=tuple(c.questions))
-        negatives = hallucinated_captions(data, world, c.seed)
+        data = build_world_data(world, config.scenes, PREFERENCE_SPLIT)
+        examples = instruction_set(data, world, mix=mix, counts=tuple(config.questions))
         data_seconds = time.perf_counter() - t0
-        tuned = train_contrastive(model, data.images, examples, data.captions, negatives, stage_of(c),
-                                  contrastive_weight=c.contrastive_weight, temperature=c.temperature, seed=c.seed,
-                                  progress=progress)
+        tuned = fit(data, examples, world)
         tuned.stats["data_seconds"] = round(data_seconds, 2)
         return tuned
 
     return _timed(run)
+
+
+def train_hacl(model: "LlavaAdapter", config: Any, progress: bool = True) -> dict[str, Any]:
+    """Instruction loss plus image-caption contrast (:class:`plugins.methods.hacl.HACL`'s config)."""
+    from plugins.tuning.instructions import hallucinated_captions
+    from plugins.tuning.trainer import train_contrastive
+
+    c = config
+
+    def fit(data: "WorldData", examples: list, world: Any) -> "TuningRun":
+        negatives = hallucinated_captions(data, world, c.seed)  # HACL's hard negatives: counted as training time
+        return train_contrastive(model, data.images, examples, data.captions, negatives, stage_of(c),
+                                 contrastive_weight=c.contrastive_weight, temperature=c.temperature, seed=c.seed,
+                                 progress=progress)
+
+    return _instruction_run(model, c, "plain", fit)
 
 
 def train_lrv(model: "LlavaAdapter", config: Any, progress: bool = True) -> dict[str, Any]:
     """Instruction tuning with balanced hard negative questions (:class:`plugins.methods.lrv.LRV`'s config)."""
-    from plugins.models.data import build_world_data
-    from plugins.tuning.instructions import instruction_set
-    from plugins.tuning.preferences import PREFERENCE_SPLIT
     from plugins.tuning.trainer import train_instructions
 
-    def run() -> "TuningRun":
-        c, world = config, build_world(config.world)
-        t0 = time.perf_counter()
-        data = build_world_data(world, c.scenes, PREFERENCE_SPLIT)
-        examples = instruction_set(data, world, mix="negative", counts=tuple(c.questions))
-        data_seconds = time.perf_counter() - t0
-        tuned = train_instructions(model, data.images, examples, stage_of(c), seed=c.seed, progress=progress)
-        tuned.stats["data_seconds"] = round(data_seconds, 2)
-        return tuned
-
-    return _timed(run)
+    return _instruction_run(model, config, "negative",
+                            lambda data, examples, world: train_instructions(model, data.images, examples,
+                                                                             stage_of(config), seed=config.seed,
+                                                                             progress=progress))
 
 
 # ---------------------------------------------------------------- world-tune: the cause arms

@@ -1,6 +1,6 @@
 """The synthetic scene world: seeded images of shapes with exact ground truth and built-in biases.
 
-By default a scene is 2-5 shapes (12 categories, 7 colours, 2 sizes) on a light 64 px canvas. Every object,
+By default a scene is 2-5 shapes (12 categories, 7 colours, 3 sizes) on a light 64 px canvas. Every object,
 attribute and relation is known exactly, so hallucination can be measured without annotators,
 and every bias below is a knob of :class:`WorldConfig`, so an experiment can switch the cause
 of a hallucination on and off and watch the effect. How the biases map to the survey's causes
@@ -23,6 +23,12 @@ of a hallucination on and off and watch the effect. How the biases map to the su
   statistics, or leaves a present one out, and records which.
 * **Yes/no imbalance** (``yes_ratio``; ``cause/data/imbalance``): the share of "yes" answers in
   generated questions, to train a yes-biased model or to test with balanced questions.
+* **Visual uncertainty** (v2: ``sizes`` with a 10 px "tiny", ``low_contrast_prob`` /
+  ``low_contrast_mix``, ``occlusion_prob`` / ``max_occlusion``, ``clutter_marks`` / ``clutter_size``;
+  model level, ``cause/model/ability-gap``): tiny objects, objects faded toward the background,
+  objects partly hidden by others, and distractor marks that are not categories. Where the image
+  is weak the language prior decides, as the survey reports for large models, so popular /
+  adversarial negatives and prior colours are hard for a reason a mitigation method can address.
 
 Seeds: scene ``i`` of a split has seed :func:`scene_seed` ``(split, i, config.seed)``, a hash,
 so train, test and demo scenes never share a seed; rendering, caption noise and questions each
@@ -43,9 +49,9 @@ from plugins.world.scene import (
     stream_rng,
 )
 from plugins.world.text import (
-    CAPTION_PROMPT, STRATEGIES, MentionedObject, NoisyCaption, ParsedCaption, Question, WorldStats,
+    CAPTION_PROMPT, INSTRUCTION_SUFFIXES, STRATEGIES, MentionedObject, NoisyCaption, ParsedCaption, Question, WorldStats,
     attribute_questions, caption, existence_questions, noisy_caption, object_phrase, parse_caption,
-    relation_questions, split_counts, tokenize, vocabulary,
+    relation_questions, size_questions, count_questions, count_words, instruction_text, split_counts, tokenize, vocabulary,
 )
 
 __all__ = [
@@ -59,5 +65,6 @@ __all__ = [
     # text
     "caption", "noisy_caption", "NoisyCaption", "object_phrase", "parse_caption", "ParsedCaption", "MentionedObject",
     "existence_questions", "attribute_questions", "relation_questions", "Question", "STRATEGIES", "split_counts",
-    "WorldStats", "vocabulary", "tokenize", "CAPTION_PROMPT",
+    "WorldStats", "vocabulary", "tokenize", "CAPTION_PROMPT", "size_questions", "INSTRUCTION_SUFFIXES",
+    "instruction_text", "count_questions", "count_words",
 ]

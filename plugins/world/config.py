@@ -37,6 +37,21 @@ GRAMMAR_WORDS: frozenset[str] = frozenset({
 """Words the caption and question templates use; a category, colour or size may not reuse one,
 or captions would become ambiguous to parse."""
 
+INSTRUCTION_WORDS: frozenset[str] = frozenset({
+    "answer", "question", "using", "single", "word", "or", "phrase", "please", "this", "with", "one",
+})
+"""Words of the instruction suffixes (:data:`plugins.world.text.INSTRUCTION_SUFFIXES`) beyond the
+template words; like those, no category, colour or size may be named with one."""
+
+NUMBER_WORDS: tuple[str, ...] = (
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen",
+)
+"""Counts as words, from one (the counting questions, :func:`plugins.world.text.count_questions`,
+use those up to ``max_objects + 1``). No category, colour or size may be named with one."""
+
+COUNT_WORDS: frozenset[str] = frozenset({"are", "objects"})
+"""The counting template's words beyond the others ("are there three objects in the image ?")."""
+
 DEFAULT_RELATION_MARGIN = 8.0
 """px by which two centres must differ before a spatial relation is claimed (one eighth of 64 px)."""
 
@@ -49,6 +64,15 @@ DEFAULT_COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (135, 60, 185),
     "orange": (240, 125, 25),
     "black": (30, 30, 30),
+}
+
+
+DEFAULT_SIZES: dict[str, int] = {
+    # v2 adds "tiny": 10 px is barely more than one 8 px ViT patch, so presence, shape and colour
+    # of a tiny object are uncertain and the language prior gets a say (visual uncertainty).
+    "tiny": 10,
+    "small": 14,
+    "large": 20,
 }
 
 
@@ -97,7 +121,7 @@ class WorldConfig(_Frozen):
     categories: tuple[str, ...] = Field(default=SHAPES, min_length=2)  # shape names, most popular first
     frequency_skew: float = Field(default=0.8, ge=0.0, le=5.0)  # popularity: weight of the k-th category (0-based) ∝ 1/(k+1)**skew; 0 = uniform
     colors: dict[str, tuple[int, int, int]] = Field(default_factory=lambda: dict(DEFAULT_COLORS), min_length=2)  # colour name -> RGB
-    sizes: dict[str, int] = Field(default_factory=lambda: {"small": 14, "large": 20}, min_length=1)  # size name -> side of the object's square box in px
+    sizes: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_SIZES), min_length=1)  # size name -> side of the object's square box in px
     cooccurrence: tuple[CooccurrenceGroup, ...] = Field(default_factory=_default_groups)  # categories that tend to appear together
     attribute_priors: dict[str, dict[str, float]] = Field(  # category -> {colour: probability}; unlisted mass is spread over unlisted colours
         default_factory=lambda: {"star": {"yellow": 0.9}, "heart": {"red": 0.85}, "ring": {"blue": 0.8}})
@@ -108,6 +132,13 @@ class WorldConfig(_Frozen):
     min_gap: int = Field(default=2, ge=0)  # background pixels kept between any two objects' boxes
     relation_margin: float = Field(default=DEFAULT_RELATION_MARGIN, ge=0.0)  # px the centres must differ by before left/right/above/below is claimed
     yes_ratio: float = Field(default=0.5, ge=0.0, le=1.0)  # share of "yes" answers in generated yes/no questions
+    # Visual uncertainty (v2): where the image is weak, a model's language prior decides.
+    low_contrast_prob: float = Field(default=0.2, ge=0.0, le=1.0)  # P(an object is drawn faded toward the background)
+    low_contrast_mix: float = Field(default=0.55, ge=0.0, lt=1.0)  # how far a faded object's colour moves toward the background (0 = not at all)
+    occlusion_prob: float = Field(default=0.15, ge=0.0, le=1.0)  # P(an object may overlap those placed before it, ignoring min_gap)
+    max_occlusion: float = Field(default=0.4, ge=0.0, le=0.9)  # most of either box an overlapping object may cover (share of its area)
+    clutter_marks: int = Field(default=3, ge=0, le=32)  # distractor marks per image, uniform in 0..clutter_marks (not categories; never in captions)
+    clutter_size: tuple[int, int] = (2, 4)  # side range of a distractor mark in px (inclusive)
 
     @model_validator(mode="after")
     def _consistent(self) -> "WorldConfig":
@@ -119,7 +150,7 @@ class WorldConfig(_Frozen):
             for name in names:
                 if not (name.isascii() and name.isalpha() and name.islower()):
                     problems.append(f"{field}: {name!r} must be one lower-case word of letters a-z (it is a token)")
-                elif name in GRAMMAR_WORDS:
+                elif name in GRAMMAR_WORDS or name in INSTRUCTION_WORDS or name in COUNT_WORDS or name in NUMBER_WORDS:
                     problems.append(f"{field}: {name!r} is a template word; choose another name")
         seen: dict[str, str] = {}
         for field, names in (("categories", cats), ("colors", colors), ("sizes", sizes)):
@@ -144,6 +175,13 @@ class WorldConfig(_Frozen):
         for name, side in sizes.items():
             if not 6 <= side <= self.image_size:
                 problems.append(f"sizes[{name!r}]: {side} px; allowed 6 to image_size={self.image_size}")
+
+        lo, hi = self.clutter_size
+        if not 1 <= lo <= hi <= self.image_size:
+            problems.append(f"clutter_size={self.clutter_size}: need 1 <= low <= high <= image_size={self.image_size}")
+        elif sizes and hi >= min(sizes.values()):
+            problems.append(f"clutter_size={self.clutter_size}: marks must be smaller than the smallest object "
+                            f"({min(sizes.values())} px), or they could pass for one")
 
         if self.min_objects > self.max_objects:
             problems.append(f"min_objects={self.min_objects} is greater than max_objects={self.max_objects}")

@@ -6,6 +6,12 @@ Each shape is a predicate on coordinates ``(u, v) in [-1, 1]^2`` (v points up), 
 one alpha blend per object and one noise draw per image. Pixel noise comes from
 ``stream_rng(scene.seed, NOISE_STREAM)``: the same scene always gives the same bytes.
 
+Visual uncertainty (v2 knobs of :class:`~plugins.world.WorldConfig`): a *faded* object's colour is
+moved ``low_contrast_mix`` of the way toward the background; objects are drawn in scene order,
+so one that overlaps another hides part of it; up to ``clutter_marks`` distractor marks (small
+rectangles in the world's colours, smaller than any object, never named in text) are drawn under
+the objects from ``stream_rng(scene.seed, CLUTTER_STREAM)``.
+
 >>> from plugins.world import SceneSampler, WorldConfig
 >>> cfg = WorldConfig()
 >>> image = render(SceneSampler(cfg).sample(0), cfg)
@@ -22,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from plugins.world.config import SHAPES, WorldConfig
-from plugins.world.scene import NOISE_STREAM, Scene, SceneObject, stream_rng
+from plugins.world.scene import CLUTTER_STREAM, NOISE_STREAM, Scene, SceneObject, stream_rng
 
 _SUPERSAMPLE = 4  # sub-pixels per pixel side: smooth 14 px shapes without a slow renderer
 
@@ -121,12 +127,17 @@ def render(scene: Scene, config: WorldConfig) -> np.ndarray:
         raise ValueError(f"scene is {size} px but config.image_size is {config.image_size}: render with the config that sampled it")
     img = np.empty((size, size, 3), dtype=np.float32)  # (H, W, 3) intensities 0-255
     img[:] = config.background
+    background = np.asarray(config.background, dtype=np.float32)  # (3,)
+    if config.clutter_marks > 0:
+        _draw_clutter(img, scene.seed, config)
     for obj in scene.objects:
         x0, y0, x1, y1 = obj.bbox
         alpha = shape_mask(obj.category, obj.extent)[:, :, None]  # (s, s, 1)
         if obj.color not in config.colors:
             raise ValueError(f"{obj.category} has colour {obj.color!r}, which config.colors does not define")
         color = np.asarray(config.colors[obj.color], dtype=np.float32)  # (3,)
+        if obj.faded:
+            color = color + np.float32(config.low_contrast_mix) * (background - color)
         region = img[y0:y1, x0:x1]  # (s, s, 3) view: blending writes into img
         region += alpha * (color - region)
     if config.pixel_noise_std > 0:
@@ -134,6 +145,18 @@ def render(scene: Scene, config: WorldConfig) -> np.ndarray:
         img += np.float32(config.pixel_noise_std) * noise
     np.clip(img, 0, 255, out=img)
     return np.rint(img).astype(np.uint8)
+
+
+def _draw_clutter(img: np.ndarray, seed: int, config: WorldConfig) -> None:
+    """Draw 0..``clutter_marks`` distractor rectangles into ``img`` ``(H, W, 3)`` (in place)."""
+    rng = stream_rng(seed, CLUTTER_STREAM)
+    palette = [config.colors[name] for name in sorted(config.colors)]
+    lo, hi = config.clutter_size
+    size = img.shape[0]
+    for _ in range(int(rng.integers(config.clutter_marks + 1))):
+        w, h = (int(v) for v in rng.integers(lo, hi + 1, size=2))  # dots, dashes and short bars
+        x, y = int(rng.integers(size - w + 1)), int(rng.integers(size - h + 1))
+        img[y:y + h, x:x + w] = palette[int(rng.integers(len(palette)))]
 
 
 def render_batch(scenes: Sequence[Scene], config: WorldConfig) -> np.ndarray:

@@ -38,6 +38,9 @@ CAPTION_STREAM = 2  # noisy_caption()
 EXISTENCE_STREAM = 3  # existence_questions()
 ATTRIBUTE_STREAM = 4  # attribute_questions()
 RELATION_STREAM = 5  # relation_questions()
+CLUTTER_STREAM = 6  # distractor marks in render()
+SIZE_STREAM = 7  # size_questions()
+COUNT_STREAM = 8  # count_questions()
 
 PREDICATES: tuple[str, ...] = ("left of", "right of", "above", "below")
 OPPOSITE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -86,6 +89,7 @@ class SceneObject:
     x: int  # left column of the box
     y: int  # top row of the box (rows grow downwards)
     extent: int  # side of the square box in px (config.sizes[size])
+    faded: bool = False  # drawn in low contrast: colour moved toward the background (config.low_contrast_mix)
 
     @property
     def bbox(self) -> tuple[int, int, int, int]:
@@ -203,7 +207,8 @@ class Scene:
             "seed": self.seed,
             "image_size": self.image_size,
             "objects": [
-                {"category": o.category, "color": o.color, "size": o.size, "x": o.x, "y": o.y, "extent": o.extent}
+                {"category": o.category, "color": o.color, "size": o.size, "x": o.x, "y": o.y, "extent": o.extent,
+                 **({"faded": True} if o.faded else {})}  # v1 scenes (nothing faded) keep their v1 JSON
                 for o in self.objects
             ],
         }
@@ -227,12 +232,20 @@ class SceneSampler:
        otherwise draw from the popularity prior over all absent categories;
     4. each object's colour from its category's attribute prior (unlisted mass spread evenly
        over unlisted colours; no prior = uniform), its size uniformly;
-    5. positions: largest object first, each corner uniform over all corners that keep
-       ``min_gap`` free pixels to every placed box; a layout that jams is redrawn, and after
-       50 jams (6 scenes in the first 100,000 of "train" with the defaults) a jittered grid is used.
+    5. visual uncertainty (each draw only made when its knob is non-zero, so a world with both
+       knobs at 0 and v1's two sizes draws exactly the v1 scenes): each object is *faded* with probability
+       ``low_contrast_prob``, and may *overlap* earlier-placed objects with probability
+       ``occlusion_prob``;
+    6. positions: largest object first, each corner uniform over all corners that keep
+       ``min_gap`` free pixels to every placed box — for an object allowed to overlap, every
+       corner where it covers at most ``max_occlusion`` of its own box and of each placed box;
+       a layout that jams is redrawn, and after 50 jams a jittered grid is used.
 
     >>> from plugins.world.config import WorldConfig
     >>> [(o.category, o.color, o.size) for o in SceneSampler(WorldConfig()).sample_split("train", 0).objects]
+    [('bar', 'orange', 'small'), ('cross', 'purple', 'small')]
+    >>> v1 = WorldConfig(sizes={"small": 14, "large": 20}, low_contrast_prob=0, occlusion_prob=0)
+    >>> [(o.category, o.color, o.size) for o in SceneSampler(v1).sample_split("train", 0).objects]
     [('bar', 'orange', 'small'), ('cross', 'purple', 'large')]
     """
 
@@ -308,9 +321,11 @@ class SceneSampler:
                   for i, c in enumerate(cats)]
         size_idx = rng.integers(len(self.sizes), size=n)  # (n,)
         extents = self._extents[size_idx]  # (n,)
+        faded = rng.random(n) < cfg.low_contrast_prob if cfg.low_contrast_prob > 0 else np.zeros(n, dtype=bool)  # (n,)
+        overlaps = rng.random(n) < cfg.occlusion_prob if cfg.occlusion_prob > 0 else np.zeros(n, dtype=bool)  # (n,)
 
         for _ in range(_PLACEMENT_RESTARTS):
-            xy = self._place(extents, rng)
+            xy = self._place(extents, rng, overlaps)
             if xy is not None:
                 break
         else:
@@ -320,25 +335,36 @@ class SceneSampler:
 
         objects = tuple(
             SceneObject(self.categories[c], self.colors[colors[i]], self.sizes[int(size_idx[i])],
-                        x=int(xy[i, 0]), y=int(xy[i, 1]), extent=int(extents[i]))
+                        x=int(xy[i, 0]), y=int(xy[i, 1]), extent=int(extents[i]), faded=bool(faded[i]))
             for i, c in enumerate(cats)
         )
         return Scene(seed=seed, image_size=cfg.image_size, objects=objects)
 
-    def _place(self, extents: np.ndarray, rng: np.random.Generator) -> Optional[np.ndarray]:
+    def _place(self, extents: np.ndarray, rng: np.random.Generator,
+               overlaps: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """Top-left corners ``(n, 2)`` for boxes of ``extents`` ``(n,)``, or None if the layout jams.
 
         Each object's corner is uniform over *every* corner still free, found exactly on a grid,
         so a layout fails only when no free corner is left at all (then the caller redraws).
+        An object with ``overlaps[i]`` may cover up to ``max_occlusion`` of its box and of each placed box.
         """
         size, gap = self.config.image_size, self.config.min_gap
+        share = self.config.max_occlusion
         xy = np.zeros((len(extents), 2), dtype=np.int64)  # (n, 2) x, y per object
         placed: list[tuple[int, int, int, int]] = []  # x0, y0, x1, y1 of boxes placed so far
         for i in np.argsort(-extents, kind="stable"):  # big boxes first: they are the hard ones to fit
             s = int(extents[i])
             span = size - s + 1  # corners 0 .. size - s on each axis
             free = np.ones((span, span), dtype=bool)  # (rows=y, cols=x) corners still allowed
+            corner = np.arange(span)  # (span,) corner coordinate on either axis
             for x0, y0, x1, y1 in placed:
+                if overlaps is not None and overlaps[i]:
+                    # Overlap area of [c, c + s) with the placed box, separable in x and y.
+                    ox = np.clip(np.minimum(corner + s, x1) - np.maximum(corner, x0), 0, None)  # (span,)
+                    oy = np.clip(np.minimum(corner + s, y1) - np.maximum(corner, y0), 0, None)  # (span,)
+                    limit = share * min(s * s, (x1 - x0) * (y1 - y0))
+                    free &= np.outer(oy, ox) <= limit
+                    continue
                 # A corner (x, y) touches box b when x in (x0 - s - gap, x1 + gap), same for y.
                 free[max(0, y0 - s - gap + 1):max(0, y1 + gap), max(0, x0 - s - gap + 1):max(0, x1 + gap)] = False
             corners = np.flatnonzero(free)  # (m,) flat indices y * span + x

@@ -25,13 +25,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from plugins.world.config import GRAMMAR_WORDS, WorldConfig
+from plugins.world.config import COUNT_WORDS, GRAMMAR_WORDS, INSTRUCTION_WORDS, NUMBER_WORDS, WorldConfig
 from plugins.world.scene import (
-    ATTRIBUTE_STREAM, CAPTION_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM,
+    ATTRIBUTE_STREAM, CAPTION_STREAM, COUNT_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
     Relation, Scene, SceneObject, SceneSampler, spatial_relations, stream_rng,
 )
 
@@ -40,6 +40,27 @@ STRATEGIES: tuple[str, ...] = ("random", "popular", "adversarial")
 """How negatives are chosen, as in POPE."""
 CAPTION_PROMPT = "describe the image ."
 """The instruction paired with captions; its words are in :func:`vocabulary`."""
+
+INSTRUCTION_SUFFIXES: dict[str, str] = {
+    "lmms-eval": "Answer the question using a single word or phrase.",  # lmms-eval's POPE post_prompt; LLaVA-1.5's short-answer prompt
+    "vcd": "Please answer this question with one word.",  # VCD's (and ICD's) POPE prompt
+    "yes-no": "Answer with yes or no.",  # a plain LLaVA-style yes/no instruction
+}
+"""Instructions the field appends to a yes/no question, by short name, exactly as their code writes them.
+
+Their words are in :func:`vocabulary`, and training appends one at random (or none) to questions,
+so a protocol's prompt suffix changes the answer a little, not the tokenizer's input to ``<unk>``.
+:func:`instruction_text` gives the world's spelling (lower case, punctuation apart).
+"""
+
+
+def instruction_text(text: str) -> str:
+    """``text`` as the world writes it: lower case, punctuation as separate tokens.
+
+    >>> instruction_text(INSTRUCTION_SUFFIXES["vcd"])
+    'please answer this question with one word .'
+    """
+    return " ".join(re.findall(r"[a-z]+|[.?!,;:]", text.lower()))
 
 
 # ---------------------------------------------------------------------- words
@@ -54,13 +75,23 @@ def vocabulary(config: WorldConfig, extra: Iterable[str] = ()) -> list[str]:
     """Every token a caption, question, prompt or answer can use, sorted; ``extra`` adds more.
 
     >>> vocab = vocabulary(WorldConfig())
-    >>> vocab[:4], "star" in vocab, len(vocab)
-    (['.', '?', 'a', 'above'], True, 39)
+    >>> vocab[:4], "star" in vocab, "phrase" in vocab, len(vocab)
+    (['.', '?', 'a', 'above'], True, True, 58)
     """
-    words = set(GRAMMAR_WORDS) | set(config.categories) | set(config.colors) | set(config.sizes)
+    words = set(GRAMMAR_WORDS) | set(INSTRUCTION_WORDS) | set(config.categories) | set(config.colors) | set(config.sizes)
+    words |= set(COUNT_WORDS) | set(count_words(config))
     for item in extra:
         words.update(tokenize(item))
     return sorted(words)
+
+
+def count_words(config: WorldConfig) -> tuple[str, ...]:
+    """The counts a counting question can name: one to ``max_objects + 1`` (a wrong count may exceed the truth).
+
+    >>> count_words(WorldConfig())
+    ('one', 'two', 'three', 'four', 'five', 'six')
+    """
+    return NUMBER_WORDS[:config.max_objects + 1]
 
 
 def _article(word: str) -> str:
@@ -235,6 +266,7 @@ class WorldStats:
     category_counts: dict[str, int]  # scenes containing the category
     pair_counts: dict[str, dict[str, int]]  # pair_counts[a][b]: scenes containing both (symmetric, no diagonal)
     color_counts: dict[str, dict[str, int]]  # color_counts[category][colour]: objects of that category in that colour
+    size_counts: dict[str, dict[str, int]] = None  # type: ignore[assignment]  # size_counts[category][size]; None for stats made before sizes were counted
 
     @classmethod
     def from_scenes(cls, scenes: Iterable[Scene], config: WorldConfig) -> "WorldStats":
@@ -243,18 +275,21 @@ class WorldStats:
         single: Counter[str] = Counter()
         pairs: Counter[tuple[str, str]] = Counter()
         colors: Counter[tuple[str, str]] = Counter()
+        sizes: Counter[tuple[str, str]] = Counter()
         for scene in scenes:
             n += 1
             present = scene.categories
             single.update(present)
             pairs.update((a, b) for a in present for b in present if a != b)
             colors.update((o.category, o.color) for o in scene.objects)
+            sizes.update((o.category, o.size) for o in scene.objects)
         return cls(
             n_scenes=n,
             categories=cats,
             category_counts={c: single[c] for c in cats},
             pair_counts={a: {b: pairs[a, b] for b in cats if b != a} for a in cats},
             color_counts={c: {k: colors[c, k] for k in sorted(config.colors)} for c in cats},
+            size_counts={c: {k: sizes[c, k] for k in sorted(config.sizes)} for c in cats},
         )
 
     @classmethod
@@ -393,28 +428,8 @@ def attribute_questions(scene: Scene, config: WorldConfig, *, strategy: str = "r
     """
     _need_stats(strategy, stats, config)
     rng = rng if rng is not None else stream_rng(scene.seed, ATTRIBUTE_STREAM)
-    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
-    colors = sorted(config.colors)
-    objects = list(scene.objects)
-    n_yes, n_no = split_counts(n, ratio, len(objects), len(objects))
-
-    def wrong_color(obj: SceneObject) -> str:
-        others = [c for c in colors if c != obj.color]
-        if strategy == "random":
-            return others[int(rng.integers(len(others)))]
-        assert stats is not None
-        if strategy == "popular":
-            counts = {c: sum(stats.color_counts[k][c] for k in stats.categories) for c in others}
-        else:
-            counts = {c: stats.color_counts[obj.category][c] for c in others}
-        return min(others, key=lambda c: (-counts[c], c))
-
-    qs = [Question(f"is the {o.category} {o.color} ?", YES, "attribute", strategy, (o.category, o.color))
-          for o in _pick(objects, n_yes, rng)]
-    for o in _pick(objects, n_no, rng):
-        c = wrong_color(o)
-        qs.append(Question(f"is the {o.category} {c} ?", NO, "attribute", strategy, (o.category, c)))
-    return _shuffled(qs, rng)
+    return _value_questions(scene, config, sorted(config.colors), lambda o: o.color,
+                            stats.color_counts if stats is not None else None, strategy, n, yes_ratio, rng)
 
 
 def relation_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio: Optional[float] = None,
@@ -438,4 +453,92 @@ def relation_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_rat
     n_yes, n_no = split_counts(n, ratio, len(true), len(false))
     qs = [Question(f"is the {r.subject} {r.predicate} the {r.object} ?", answer, "relation", "random", tuple(r))
           for answer, pool, k in ((YES, true, n_yes), (NO, false, n_no)) for r in _pick(pool, k, rng)]
+    return _shuffled(qs, rng)
+
+
+def size_questions(scene: Scene, config: WorldConfig, *, strategy: str = "random", n: int = 2,
+                   stats: Optional[WorldStats] = None, yes_ratio: Optional[float] = None,
+                   rng: Optional[np.random.Generator] = None) -> list[Question]:
+    """Size questions about present objects ("is the star small ?"); the second attribute the world has.
+
+    Like :func:`attribute_questions` (at most one yes and one no per object, kind ``"attribute"``),
+    the wrong size of a "no" question: ``random``, any other size; ``popular``, the size most
+    frequent overall in ``stats``; ``adversarial``, the size most frequent for this category.
+    Draws come from the scene's own size stream, so adding size questions changes no colour question.
+
+    >>> from plugins.world import Scene, SceneObject
+    >>> s = Scene(seed=0, image_size=64, objects=(SceneObject("star", "blue", "tiny", x=4, y=4, extent=10),))
+    >>> [(q.text, q.answer) for q in size_questions(s, WorldConfig(), n=1)]
+    [('is the star tiny ?', 'yes')]
+    """
+    _need_stats(strategy, stats, config)
+    rng = rng if rng is not None else stream_rng(scene.seed, SIZE_STREAM)
+    return _value_questions(scene, config, sorted(config.sizes), lambda o: o.size,
+                            stats.size_counts if stats is not None else None, strategy, n, yes_ratio, rng)
+
+
+def _value_questions(scene: Scene, config: WorldConfig, values: Sequence[str], value_of: Callable[[SceneObject], str],
+                     table: Optional[dict[str, dict[str, int]]], strategy: str, n: int, yes_ratio: Optional[float],
+                     rng: np.random.Generator) -> list[Question]:
+    """Attribute questions ("is the star red ?"): at most one yes and one no per object, the wrong value by ``strategy``.
+
+    ``values`` are the attribute's names, ``value_of`` reads an object's, ``table`` counts them per
+    category (``WorldStats.color_counts`` or ``size_counts``): ``popular`` names the value most
+    frequent overall, ``adversarial`` the one most frequent for the object's category.
+    """
+    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
+    objects = list(scene.objects)
+    n_yes, n_no = split_counts(n, ratio, len(objects), len(objects) if len(values) > 1 else 0)
+
+    def wrong(obj: SceneObject) -> str:
+        others = [v for v in values if v != value_of(obj)]
+        if strategy == "random":
+            return others[int(rng.integers(len(others)))]
+        assert table is not None
+        if strategy == "popular":
+            counts = {v: sum(table[k][v] for k in table) for v in others}
+        else:
+            counts = {v: table[obj.category][v] for v in others}
+        return min(others, key=lambda v: (-counts[v], v))
+
+    qs = [Question(f"is the {o.category} {value_of(o)} ?", YES, "attribute", strategy, (o.category, value_of(o)))
+          for o in _pick(objects, n_yes, rng)]
+    for o in _pick(objects, n_no, rng):
+        value = wrong(o)
+        qs.append(Question(f"is the {o.category} {value} ?", NO, "attribute", strategy, (o.category, value)))
+    return _shuffled(qs, rng)
+
+
+def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio: Optional[float] = None,
+                    rng: Optional[np.random.Generator] = None) -> list[Question]:
+    """Counting questions ("are there three objects in the image ?"): general question answering.
+
+    Not a hallucination probe: a question the world can ask that is about none of the survey's
+    three levels, to see whether a mitigation costs general ability (Re-Align claims gains there).
+    A "yes" names the scene's number of objects (clutter marks are not objects); a "no" names one
+    more or one fewer (never zero), so every "no" is a near miss. Kind ``"count"``; target the
+    count named. At most one yes and one no per scene.
+
+    >>> from plugins.world import Scene, SceneObject
+    >>> s = Scene(seed=0, image_size=64, objects=(
+    ...     SceneObject("circle", "red", "small", x=4, y=25, extent=14),
+    ...     SceneObject("square", "blue", "large", x=40, y=22, extent=20)))
+    >>> sorted((q.text, q.answer) for q in count_questions(s, WorldConfig(), n=2))[1]
+    ('are there two objects in the image ?', 'yes')
+    """
+    rng = rng if rng is not None else stream_rng(scene.seed, COUNT_STREAM)
+    ratio = config.yes_ratio if yes_ratio is None else yes_ratio
+    words = count_words(config)
+    k = len(scene.objects)
+    if not 1 <= k < len(words):
+        raise ValueError(f"a scene of {k} objects cannot be counted with max_objects={config.max_objects}")
+    wrong = [c for c in (k - 1, k + 1) if 1 <= c <= len(words)]
+    n_yes, n_no = split_counts(n, ratio, 1, 1)
+
+    def ask(count: int, answer: str) -> Question:
+        return Question(f"are there {words[count - 1]} objects in the image ?", answer, "count", "random",
+                        (words[count - 1],))
+
+    qs = [ask(k, YES) for _ in range(n_yes)]
+    qs += [ask(wrong[int(rng.integers(len(wrong)))], NO) for _ in range(n_no)]
     return _shuffled(qs, rng)
