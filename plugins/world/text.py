@@ -29,9 +29,9 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from plugins.world.config import COUNT_WORDS, GRAMMAR_WORDS, INSTRUCTION_WORDS, NUMBER_WORDS, WorldConfig
+from plugins.world.config import COUNT_WORDS, GRAMMAR_WORDS, INSTRUCTION_WORDS, NUMBER_WORDS, OPEN_WORDS, WorldConfig
 from plugins.world.scene import (
-    ATTRIBUTE_STREAM, CAPTION_STREAM, COUNT_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
+    ATTRIBUTE_STREAM, CAPTION_STREAM, COUNT_STREAM, EXISTENCE_STREAM, OPEN_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
     Relation, Scene, SceneObject, SceneSampler, spatial_relations, stream_rng,
 )
 
@@ -76,10 +76,10 @@ def vocabulary(config: WorldConfig, extra: Iterable[str] = ()) -> list[str]:
 
     >>> vocab = vocabulary(WorldConfig())
     >>> vocab[:4], "star" in vocab, "phrase" in vocab, len(vocab)
-    (['.', '?', 'a', 'above'], True, True, 58)
+    (['.', '?', 'a', 'above'], True, True, 61)
     """
     words = set(GRAMMAR_WORDS) | set(INSTRUCTION_WORDS) | set(config.categories) | set(config.colors) | set(config.sizes)
-    words |= set(COUNT_WORDS) | set(count_words(config))
+    words |= set(COUNT_WORDS) | set(count_words(config)) | set(OPEN_WORDS)
     for item in extra:
         words.update(tokenize(item))
     return sorted(words)
@@ -509,6 +509,41 @@ def _value_questions(scene: Scene, config: WorldConfig, values: Sequence[str], v
     return _shuffled(qs, rng)
 
 
+def usual_color(category: str, config: WorldConfig) -> Optional[str]:
+    """The colour ``category`` most likely has under ``config.attribute_priors`` (ties: the later name); ``None`` without a prior.
+
+    >>> usual_color("star", WorldConfig()), usual_color("bar", WorldConfig())
+    ('yellow', None)
+    """
+    prior = config.attribute_priors.get(category)
+    return max(prior, key=lambda c: (prior[c], c)) if prior else None
+
+
+def prior_color_questions(scene: Scene, config: WorldConfig) -> list[Question]:
+    """Knowledge-conflict colour questions: for each object whose colour is *not* its shape's usual one, two questions.
+
+    The usual colour is the most likely one under ``config.attribute_priors`` (the prior
+    :func:`plugins.benchmarks.world.prior_consistent` reads). A star drawn blue, when stars are
+    yellow nine times in ten, gets ``"is the star blue ?"`` (yes) and ``"is the star yellow ?"``
+    (no): the second names what the language prior expects and the image contradicts. Objects of
+    shapes without a prior, or drawn in their usual colour, get none. Kind ``"attribute"``,
+    strategy ``"prior"``; in object order, the "yes" question first.
+
+    >>> from plugins.world import Scene, SceneObject
+    >>> s = Scene(seed=0, image_size=64, objects=(SceneObject("star", "blue", "small", x=4, y=4, extent=14),
+    ...     SceneObject("heart", "red", "small", x=40, y=4, extent=14), SceneObject("bar", "red", "small", x=4, y=40, extent=14)))
+    >>> [(q.text, q.answer) for q in prior_color_questions(s, WorldConfig())]
+    [('is the star blue ?', 'yes'), ('is the star yellow ?', 'no')]
+    """
+    qs = []
+    for o in scene.objects:
+        usual = usual_color(o.category, config)
+        if usual is not None and o.color != usual:
+            qs += [Question(f"is the {o.category} {o.color} ?", YES, "attribute", "prior", (o.category, o.color)),
+                   Question(f"is the {o.category} {usual} ?", NO, "attribute", "prior", (o.category, usual))]
+    return qs
+
+
 def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio: Optional[float] = None,
                     rng: Optional[np.random.Generator] = None) -> list[Question]:
     """Counting questions ("are there three objects in the image ?"): general question answering.
@@ -541,4 +576,42 @@ def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio:
 
     qs = [ask(k, YES) for _ in range(n_yes)]
     qs += [ask(wrong[int(rng.integers(len(wrong)))], NO) for _ in range(n_no)]
+    return _shuffled(qs, rng)
+
+
+OPEN_AXES: dict[str, tuple[str, str]] = {"left of": ("left", "right"), "right of": ("left", "right"),
+                                         "above": ("above", "below"), "below": ("above", "below")}
+"""A relation's axis as the two words an open relation question offers (its answer is the first word of the predicate)."""
+
+
+def open_questions(scene: Scene, config: WorldConfig, *, n: int = 3,
+                   rng: Optional[np.random.Generator] = None) -> list[Question]:
+    """Open training questions whose answer is one word: the colour, size or side of a named object.
+
+    ``"what colour is the star ?"`` -> ``"red"``, ``"what size is the star ?"`` -> ``"small"``,
+    ``"is the circle left or right of the square ?"`` -> ``"left"`` (unambiguous pairs only, as
+    :func:`relation_questions`). They are not a benchmark: training asks them so that the answer
+    must be read *from the named object* — a yes/no question gives one bit, and a model can
+    answer half of them without finding the object; naming the value gives a gradient toward
+    the object's own image tokens. Up to ``n`` of each kind (kind ``"open"``).
+
+    >>> from plugins.world import Scene, SceneObject
+    >>> s = Scene(seed=0, image_size=64, objects=(
+    ...     SceneObject("circle", "red", "small", x=4, y=25, extent=14),
+    ...     SceneObject("square", "blue", "large", x=40, y=22, extent=20)))
+    >>> sorted((q.text, q.answer) for q in open_questions(s, WorldConfig(), n=1))[0]
+    ('is the circle left or right of the square ?', 'left')
+    """
+    rng = rng if rng is not None else stream_rng(scene.seed, OPEN_STREAM)
+    objects, relations = list(scene.objects), list(scene.relations(config.relation_margin))
+    qs = [Question(f"what colour is the {o.category} ?", o.color, "open", "random", (o.category, o.color))
+          for o in _pick(objects, min(n, len(objects)), rng)]
+    qs += [Question(f"what size is the {o.category} ?", o.size, "open", "random", (o.category, o.size))
+           for o in _pick(objects, min(n, len(objects)), rng)]
+    for r in _pick(relations, min(n, len(relations)), rng):
+        first, second = OPEN_AXES[r.predicate]
+        answer = r.predicate.split()[0]
+        qs.append(Question(f"is the {r.subject} {first} or {second} of the {r.object} ?" if first == "left"
+                           else f"is the {r.subject} {first} or {second} the {r.object} ?", answer, "open", "random",
+                           tuple(r)))
     return _shuffled(qs, rng)
