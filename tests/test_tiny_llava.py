@@ -280,12 +280,6 @@ def test_instruction_suffixes_tokenize_without_unknown_words(processor, data):
     with_suffix = [q for q in turns if q.endswith(SUFFIX_TEXTS)]
     assert 0.3 < len(with_suffix) / len(turns) < 0.7 and all(q.split("?")[0] for q in with_suffix)
     assert any(q.split()[-2] in WORLD.sizes for q in turns)  # size questions are asked too
-    # Open questions take no suffix (the suffixes ask for yes or no) and answer with the value itself.
-    turns = [t for i in range(len(data.scenes))
-             for t in question_turns(data.scenes[i], WORLD, 2, 0, 0, rng, suffix_prob=1.0, n_open=2)]
-    opened = [(q, a) for q, a in turns if q.startswith("what") or " or " in q]
-    assert opened and all(q.endswith("?") and a not in ("yes", "no") for q, a in opened)
-    assert all(q.endswith(SUFFIX_TEXTS) for q, _ in turns if (q, _) not in opened)
 
 
 def test_text_examples_carry_context_and_answers(data):
@@ -315,9 +309,9 @@ def test_quick_eval_scores_a_checkpoint(processor, tmp_path):
     assert set(results["pope"]) == {"random", "popular", "adversarial"}
     assert results["caption"]["n"] == 12 and 0 <= results["caption"]["chair_i"] <= 1
     assert -1 <= results["representation"]["cosine_margin_last"] <= 1
-    assert results["n_questions"] == 12 * 7  # yes/no questions only: 3 POPE, 2 attribute, 1 relation, 1 counting split
+    assert results["n_questions"] == 12 * 8  # yes/no questions only: 3 POPE, 3 attribute, 1 relation, 1 counting split
     assert 0 <= results["count"]["accuracy"] <= 1 and "| counting (general QA) |" in format_table(results)
-    assert set(results["attribute"]) == {"random", "adversarial"}
+    assert set(results["attribute"]) == {"random", "adversarial", "prior"}
     m = results["pope"]["random"]
     assert m["n"] == 12 and m["tp"] + m["fn"] == 6  # the first two POPE images: 3 yes + 3 no each
     assert set(results["attribute_kinds"]["random"]) == {"color", "size"}  # colour and size scored apart too

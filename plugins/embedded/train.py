@@ -73,7 +73,7 @@ from plugins.config import StrictConfig
 from plugins.embedded.card import model_card
 from plugins.models.data import (
     TRAIN_STREAM, Example, WorldData, build_world_data, caption_example, collate, hard_negative_captions,
-    pad_batch, question_example, region_labels, slot_words, text_examples,
+    pad_batch, question_example, region_labels, text_examples,
 )
 from plugins.models.lookup import TINY_LLAVA_CHECKPOINT
 from plugins.models.loop import StageConfig, index_batches, length_grouped_batches, run_stage, seed_everything
@@ -115,12 +115,9 @@ class TrainConfig(StrictConfig):
     questions: tuple[int, int, int] = (6, 2, 2)  # object, colour, relation questions per training conversation (2 relations: one yes, one no)
     size_questions: int = Field(default=2, ge=0)  # size questions per training conversation ("is the star small ?")
     count_questions: int = Field(default=2, ge=0)  # counting questions per training conversation (general QA, not hallucination)
-    open_questions: int = Field(default=0, ge=0)  # stage 3: open questions of each kind (colour, size, side) per conversation
     suffix_prob: float = Field(default=0.5, ge=0, le=1)  # stages 0, 2, 3: share of questions followed by an instruction suffix (INSTRUCTION_SUFFIXES)
     lm_questions: int = Field(default=4, ge=1)  # stage 0: single-turn question examples per scene (the first of the mix above)
     lm_extras: bool = True  # stage 0 asks size and counting questions and appends suffixes too (see the module docstring)
-    slot_prob: float = Field(default=0.5, ge=0, le=1)  # stage 0: share of questions with context whose context is the scene as slots, not its caption
-    slot_align: float = Field(default=1.0, ge=0)  # stage 2: weight of the projector's regression onto the slots (0: off)
     group_by_length: int = Field(default=16, ge=1)  # stages 0, 2, 3: batch similar lengths, this many batches per window (1: off)
     threads: int = Field(default=2, ge=1)  # torch.set_num_threads (times in the model card are for this many)
     evaluate: bool = True  # score the finished model on the world's benchmarks (model card) and probe stage 1
@@ -174,42 +171,19 @@ def pretrain_lm(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: d
     seed_everything(config.seed)
     lm = build_lm(config.model, vocab)
     n_obj, n_attr, n_rel = config.questions
-    n_img = num_image_tokens(config.world.image_size, config.model.patch_size)
     examples = [ex for i in range(len(data.scenes))
                 for ex in text_examples(data, i, enc, config.no_context_prob, n_obj, n_attr, n_rel, config.lm_questions,
-                                        slot_prob=config.slot_prob, n_image_tokens=n_img,
                                         **(dict(n_size=config.size_questions, suffix_prob=config.suffix_prob,
                                                 n_count=config.count_questions) if config.lm_extras else {}))]
-    words = torch.from_numpy(slot_words(data, config.model.patch_size, enc)) if config.slot_prob > 0 else None
-    stream = (length_grouped_batches([len(e.input_ids) for e in examples], config.lm_pretrain.batch_size, config.seed,
-                                     config.group_by_length) if config.group_by_length > 1
-              else index_batches(len(examples), config.lm_pretrain.batch_size, config.seed))
-    embed = lm.get_input_embeddings()
+    batches = lm_batches(examples, data, config.lm_pretrain, config.seed, enc.pad_id, config.group_by_length)
 
     def loss_fn(step: int) -> torch.Tensor:
-        chosen = [examples[int(i)] for i in next(stream)]
-        b = collate([Example(e.input_ids, e.labels, None) for e in chosen], None, enc.pad_id)
-        scenes = [e.image for e in chosen if e.image is not None]
-        if not scenes:
-            return lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
-        x = embed(b["input_ids"])  # (B, T, H)
-        x = x.masked_scatter((b["input_ids"] == enc.image_id)[..., None], slot_embeddings(embed, words[scenes], enc))
-        return lm(inputs_embeds=x, attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        b = batches(step)
+        return lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
 
     log = run_stage("stage 0: LM pre-training (text only)", lm, config.lm_pretrain, loss_fn, progress)
     log["examples"] = len(examples)
     return lm, log
-
-
-def slot_embeddings(embed: torch.nn.Module, words: torch.Tensor, enc: WordEncoder) -> torch.Tensor:
-    """``(S, P, 3)`` slot word ids -> ``(S, P, H)``: the sum of each patch's word embeddings; ``<image>``'s own for background.
-
-    What stage 0's slot contexts put where a LLaVA puts its projected patches (:func:`slot_words`).
-    """
-    present = (words != enc.pad_id)  # (S, P, 3)
-    summed = (embed(words) * present[..., None]).sum(dim=2)  # (S, P, H)
-    background = ~present.any(dim=2, keepdim=True)  # (S, P, 1)
-    return torch.where(background, embed.weight[enc.image_id], summed)
 
 
 def shape_phrase(category: str) -> str:
@@ -348,14 +322,12 @@ def train_vision(config: TrainConfig, data: WorldData, enc: WordEncoder, vocab: 
 
 
 def llava_stage(name: str, llava: torch.nn.Module, stage: StageConfig, examples: Sequence[Example],
-                data: WorldData, seed: int, pad_id: int, progress: bool, group_by_length: int = 1,
-                extra_loss: Optional[Callable[[int], torch.Tensor]] = None) -> dict[str, Any]:
-    """One LLaVA stage over ``examples``; whichever parameters require grad are trained (``extra_loss`` is added)."""
+                data: WorldData, seed: int, pad_id: int, progress: bool, group_by_length: int = 1) -> dict[str, Any]:
+    """One LLaVA stage over ``examples``; whichever parameters require grad are trained."""
     batches = lm_batches(examples, data, stage, seed, pad_id, group_by_length)
 
     def loss_fn(step: int) -> torch.Tensor:
-        loss = llava(**batches(step)).loss
-        return loss if extra_loss is None else loss + extra_loss(step)
+        return llava(**batches(step)).loss
 
     log = run_stage(name, llava, stage, loss_fn, progress)
     log["examples"] = len(examples)
@@ -363,9 +335,8 @@ def llava_stage(name: str, llava: torch.nn.Module, stage: StageConfig, examples:
 
 
 def image_examples(config: TrainConfig, data: WorldData, enc: WordEncoder, caption_share: float,
-                   seed: int, open_questions: int = 0) -> list[Example]:
-    """One example per scene: its caption with probability ``caption_share``, else a conversation of questions
-    (with ``open_questions`` open ones of each kind)."""
+                   seed: int) -> list[Example]:
+    """One example per scene: its caption with probability ``caption_share``, else a conversation of questions."""
     n_img = num_image_tokens(config.world.image_size, config.model.patch_size)
     rng = np.random.default_rng(seed)
     n_obj, n_attr, n_rel = config.questions
@@ -375,8 +346,7 @@ def image_examples(config: TrainConfig, data: WorldData, enc: WordEncoder, capti
             examples.append(caption_example(data, i, enc, n_img, noisy=config.noisy_image_captions))
         else:
             examples.append(question_example(data, i, enc, n_img, n_obj, n_attr, n_rel, n_size=config.size_questions,
-                                             suffix_prob=config.suffix_prob, n_count=config.count_questions,
-                                             n_open=open_questions))
+                                             suffix_prob=config.suffix_prob, n_count=config.count_questions))
     return examples
 
 
@@ -385,8 +355,7 @@ def tune_projector(config: TrainConfig, llava: torch.nn.Module, data: WorldData,
     """Stage 2: only the projector trains; vision tower and LM stay frozen.
 
     Data: image captions (``projector_caption_share`` = 1, LLaVA's stage 2) or captions mixed with
-    questions, which the text-pre-trained LM already knows how to answer from a context. With
-    ``slot_align`` the projector also regresses each patch onto its slot (:func:`slot_alignment`).
+    questions, which the text-pre-trained LM already knows how to answer from a context.
     """
     seed_everything(config.seed + 2)
     for p in llava.parameters():
@@ -395,43 +364,17 @@ def tune_projector(config: TrainConfig, llava: torch.nn.Module, data: WorldData,
         p.requires_grad_(True)
     examples = image_examples(config, data, enc, config.projector_caption_share, config.seed + 2)
     log = llava_stage("stage 2: projector tuning (frozen towers)", llava, config.projector, examples, data,
-                      config.seed + 2, enc.pad_id, progress, config.group_by_length,
-                      extra_loss=slot_alignment(config, llava, data, enc) if config.slot_align > 0 else None)
+                      config.seed + 2, enc.pad_id, progress, config.group_by_length)
     for p in llava.parameters():
         p.requires_grad_(True)
     return log
-
-
-def slot_alignment(config: TrainConfig, llava: torch.nn.Module, data: WorldData, enc: WordEncoder
-                   ) -> Callable[[int], torch.Tensor]:
-    """``step -> loss``: ``slot_align`` x the projector's squared error to the slots of a batch of scenes.
-
-    Each patch's projected feature should equal what stage 0's slot contexts put there (the summed
-    word embeddings of the object under it, :func:`slot_embeddings`), relative to the slots' mean
-    square; the LM's embeddings are the frozen target. A batch of ``projector.batch_size`` scenes
-    per step, drawn with the stage's seed.
-    """
-    words = torch.from_numpy(slot_words(data, config.model.patch_size, enc))  # (N, P, 3)
-    stream = index_batches(len(data.scenes), config.projector.batch_size, config.seed + 2)
-    embed, layer = llava.get_input_embeddings(), config.model.vision_feature_layer
-
-    def loss(_: int) -> torch.Tensor:
-        idx = next(stream)
-        hidden = llava.model.vision_tower(pixel_values=torch.from_numpy(pixel_values(data.images[idx])),
-                                          output_hidden_states=True).hidden_states[layer][:, 1:]  # (B, P, C)
-        projected = llava.model.multi_modal_projector(hidden)  # (B, P, H)
-        with torch.no_grad():
-            target = slot_embeddings(embed, words[idx], enc)  # (B, P, H)
-        return config.slot_align * ((projected - target) ** 2).mean() / (target ** 2).mean()
-
-    return loss
 
 
 def tune_end_to_end(config: TrainConfig, llava: torch.nn.Module, data: WorldData, enc: WordEncoder,
                     progress: bool = True) -> dict[str, Any]:
     """Stage 3: everything trains, on image captions and object / attribute / relation questions."""
     seed_everything(config.seed + 3)
-    examples = image_examples(config, data, enc, config.caption_share, config.seed + 3, config.open_questions)
+    examples = image_examples(config, data, enc, config.caption_share, config.seed + 3)
     return llava_stage("stage 3: end-to-end tuning", llava, config.end_to_end, examples, data,
                        config.seed + 3, enc.pad_id, progress, config.group_by_length)
 

@@ -38,8 +38,7 @@ import torch
 
 from plugins.world import (
     CAPTION_PROMPT, INSTRUCTION_SUFFIXES, Scene, SceneSampler, WorldConfig, attribute_questions, caption,
-    count_questions, existence_questions, instruction_text, noisy_caption, open_questions, relation_questions, render_batch,
-    size_questions,
+    count_questions, existence_questions, instruction_text, noisy_caption, relation_questions, render_batch, size_questions,
 )
 from plugins.world.scene import stream_rng
 
@@ -113,10 +112,8 @@ def with_suffix(question: str, rng: np.random.Generator, suffix_prob: float) -> 
 
 def question_turns(scene: Scene, world: WorldConfig, n_object: int, n_attribute: int, n_relation: int,
                    rng: np.random.Generator, n_size: int = 0, suffix_prob: float = 0.0,
-                   n_count: int = 0, n_open: int = 0) -> list[tuple[str, str]]:
+                   n_count: int = 0) -> list[tuple[str, str]]:
     """Object, colour, size, relation and counting questions about ``scene`` (random negatives), shuffled.
-
-    ``n_open`` adds up to that many open questions of each kind (:func:`plugins.world.open_questions`).
 
     With ``suffix_prob`` each question is followed, with that probability, by an instruction
     suffix (:data:`plugins.world.INSTRUCTION_SUFFIXES`), as evaluation protocols append them.
@@ -125,20 +122,17 @@ def question_turns(scene: Scene, world: WorldConfig, n_object: int, n_attribute:
           + attribute_questions(scene, world, strategy="random", n=n_attribute)
           + (size_questions(scene, world, strategy="random", n=n_size) if n_size else [])
           + relation_questions(scene, world, n=n_relation)
-          + (count_questions(scene, world, n=n_count) if n_count else [])
-          + (open_questions(scene, world, n=n_open) if n_open else []))
-    # An open question takes no suffix: the suffixes ask for yes or no, or one word of a yes/no answer.
-    return [(qs[j].text if qs[j].kind == "open" else with_suffix(qs[j].text, rng, suffix_prob), qs[j].answer)
-            for j in rng.permutation(len(qs)).tolist()]
+          + (count_questions(scene, world, n=n_count) if n_count else []))
+    return [(with_suffix(qs[j].text, rng, suffix_prob), qs[j].answer) for j in rng.permutation(len(qs)).tolist()]
 
 
 def question_example(data: WorldData, i: int, enc: WordEncoder, n_image_tokens: int,
                      n_object: int = 4, n_attribute: int = 2, n_relation: int = 2, n_size: int = 0,
-                     suffix_prob: float = 0.0, n_count: int = 0, n_open: int = 0) -> Example:
+                     suffix_prob: float = 0.0, n_count: int = 0) -> Example:
     """Scene ``i``'s questions as one multi-turn conversation about its image."""
     rng = stream_rng(data.scenes[i].seed, TRAIN_STREAM)
     turns = question_turns(data.scenes[i], data.world, n_object, n_attribute, n_relation, rng, n_size, suffix_prob,
-                           n_count, n_open)
+                           n_count)
     ex = _conversation(enc, turns, n_image_tokens)
     return Example(ex.input_ids, ex.labels, i)
 
@@ -146,16 +140,12 @@ def question_example(data: WorldData, i: int, enc: WordEncoder, n_image_tokens: 
 def text_examples(data: WorldData, i: int, enc: WordEncoder, no_context_prob: float = 0.25,
                   n_object: int = 4, n_attribute: int = 2, n_relation: int = 2,
                   max_questions: Optional[int] = None, n_size: int = 0, suffix_prob: float = 0.0,
-                  n_count: int = 0, slot_prob: float = 0.0, n_image_tokens: int = 0) -> list[Example]:
+                  n_count: int = 0) -> list[Example]:
     """Stage 0's text-only examples of scene ``i``: its noisy caption, then one single-turn example per question.
 
     Each question example is ``USER: <noisy caption> <question> ASSISTANT: <answer></s>``, or, with
     probability ``no_context_prob`` (drawn per question), the question alone (the LM can then only
-    answer from its prior). ``max_questions`` keeps the first of the shuffled questions. With
-    ``slot_prob``, a question with context gets, with that probability, the scene as ``n_image_tokens``
-    *slots* instead of the caption: ``<image>`` placeholders that training fills with the summed
-    embeddings of the words of the object under each patch (:func:`slot_words`); such examples
-    carry the scene's index as their ``image``.
+    answer from its prior). ``max_questions`` keeps the first of the shuffled questions.
 
     Single turns, not one conversation per scene: measured on the default world (a text probe of
     answering from a caption, exact captions, validation scenes), a 4-layer LM pre-trained on
@@ -170,13 +160,8 @@ def text_examples(data: WorldData, i: int, enc: WordEncoder, no_context_prob: fl
     turns = question_turns(scene, world, n_object, n_attribute, n_relation, rng, n_size, suffix_prob,
                            n_count)[:max_questions]
     for question, answer in turns:
-        if rng.random() < no_context_prob:
-            out.append(_conversation(enc, [(question, answer)], 0))
-        elif slot_prob > 0 and rng.random() < slot_prob:  # the scene as slots, where an image would be
-            ex = _conversation(enc, [(question, answer)], n_image_tokens)
-            out.append(Example(ex.input_ids, ex.labels, i))
-        else:
-            out.append(_conversation(enc, [(noisy + " " + question, answer)], 0))
+        context = "" if rng.random() < no_context_prob else noisy + " "
+        out.append(_conversation(enc, [(context + question, answer)], 0))
     return out
 
 
@@ -252,58 +237,29 @@ def collate(examples: Sequence[Example], pixels: Optional[torch.Tensor], pad_id:
     return batch
 
 
-def patch_owners(data: WorldData, patch_size: int) -> np.ndarray:
-    """``(N, P)`` int64: which object (index into ``scene.objects``) covers most of each patch, ``-1`` for background.
-
-    Patches are in row-major order (the ViT's order); an object owns a patch where it covers more of
-    it than any other object and at least a quarter of it.
-    """
-    from plugins.world import object_mask  # local: only these helpers need masks
-
-    world = data.world
-    side = world.image_size // patch_size
-    owner = np.full((len(data.scenes), side * side), -1, dtype=np.int64)  # (N, P)
-    for n, scene in enumerate(data.scenes):
-        best = np.full(side * side, 0.25 * patch_size * patch_size, dtype=np.float32)  # (P,) coverage to beat
-        for k, obj in enumerate(scene.objects):
-            mask = object_mask(obj, world.image_size)  # (H, W) coverage in [0, 1]
-            cover = mask.reshape(side, patch_size, side, patch_size).sum(axis=(1, 3)).reshape(-1)  # (P,)
-            win = cover > best
-            best[win] = cover[win]
-            owner[n, win] = k
-    return owner
-
-
 def region_labels(data: WorldData, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch supervision for the *supervised* stage-1 alternative and the grounding probe.
 
     Returns ``(category, colour)``, each ``(N, P)`` int64 with ``P = (H // patch_size) ** 2`` patches
     in row-major order (the ViT's order): the index of the category (in ``world.categories``) and of
     the colour (in sorted colour names) of the object covering most of the patch, or ``-1`` where
-    objects cover less than a quarter of it (background; :func:`patch_owners`).
+    objects cover less than a quarter of it (background).
     """
+    from plugins.world import object_mask  # local: only this helper needs masks
+
     world = data.world
+    side = world.image_size // patch_size
     colors = sorted(world.colors)
-    owner = patch_owners(data, patch_size)
-    category, colour = np.full_like(owner, -1), np.full_like(owner, -1)
+    cat_index = {c: k for k, c in enumerate(world.categories)}
+    category = np.full((len(data.scenes), side * side), -1, dtype=np.int64)  # (N, P)
+    colour = np.full((len(data.scenes), side * side), -1, dtype=np.int64)  # (N, P)
     for n, scene in enumerate(data.scenes):
-        for k, obj in enumerate(scene.objects):
-            at = owner[n] == k
-            category[n, at] = world.categories.index(obj.category)
-            colour[n, at] = colors.index(obj.color)
+        best = np.full(side * side, 0.25 * patch_size * patch_size, dtype=np.float32)  # (P,) coverage to beat
+        for obj in scene.objects:
+            mask = object_mask(obj, world.image_size)  # (H, W) coverage in [0, 1]
+            cover = mask.reshape(side, patch_size, side, patch_size).sum(axis=(1, 3)).reshape(-1)  # (P,)
+            win = cover > best
+            best[win] = cover[win]
+            category[n, win] = cat_index[obj.category]
+            colour[n, win] = colors.index(obj.color)
     return category, colour
-
-
-def slot_words(data: WorldData, patch_size: int, enc: WordEncoder) -> np.ndarray:
-    """``(N, P, 3)`` int64: the size, colour and shape words (token ids) of the object under each patch; ``enc.pad_id`` for background.
-
-    Stage 0's *slot contexts* (:func:`plugins.embedded.train.pretrain_lm`) give the language model
-    one token per patch whose embedding is the sum of these three words' embeddings, in the
-    patches' order: the form the projector later gives the image.
-    """
-    owner = patch_owners(data, patch_size)
-    words = np.full(owner.shape + (3,), enc.pad_id, dtype=np.int64)  # (N, P, 3)
-    for n, scene in enumerate(data.scenes):
-        for k, obj in enumerate(scene.objects):
-            words[n, owner[n] == k] = enc.ids([obj.size, obj.color, obj.category])
-    return words

@@ -86,7 +86,7 @@ def build_vocab(world: WorldConfig) -> dict[str, int]:
 
     >>> v = build_vocab(WorldConfig())
     >>> v["<pad>"], v["</s>"], v["<image>"], v["user"], len(v)
-    (0, 3, 4, 5, 69)
+    (0, 3, 4, 5, 66)
     """
     words = list(SPECIAL_TOKENS) + list(ROLE_WORDS)
     clash = sorted(set(words) & set(vocabulary(world)))

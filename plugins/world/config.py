@@ -52,10 +52,6 @@ use those up to ``max_objects + 1``). No category, colour or size may be named w
 COUNT_WORDS: frozenset[str] = frozenset({"are", "objects"})
 """The counting template's words beyond the others ("are there three objects in the image ?")."""
 
-OPEN_WORDS: frozenset[str] = frozenset({"what", "colour", "size"})
-"""The open training questions' words beyond the others ("what colour is the star ?"; see
-:func:`plugins.world.text.open_questions`)."""
-
 DEFAULT_RELATION_MARGIN = 8.0
 """px by which two centres must differ before a spatial relation is claimed (one eighth of 64 px)."""
 
@@ -154,7 +150,7 @@ class WorldConfig(_Frozen):
             for name in names:
                 if not (name.isascii() and name.isalpha() and name.islower()):
                     problems.append(f"{field}: {name!r} must be one lower-case word of letters a-z (it is a token)")
-                elif name in GRAMMAR_WORDS | INSTRUCTION_WORDS | COUNT_WORDS | OPEN_WORDS or name in NUMBER_WORDS:
+                elif name in GRAMMAR_WORDS or name in INSTRUCTION_WORDS or name in COUNT_WORDS or name in NUMBER_WORDS:
                     problems.append(f"{field}: {name!r} is a template word; choose another name")
         seen: dict[str, str] = {}
         for field, names in (("categories", cats), ("colors", colors), ("sizes", sizes)):

@@ -41,7 +41,6 @@ RELATION_STREAM = 5  # relation_questions()
 CLUTTER_STREAM = 6  # distractor marks in render()
 SIZE_STREAM = 7  # size_questions()
 COUNT_STREAM = 8  # count_questions()
-OPEN_STREAM = 9  # open_questions() (training only)
 
 PREDICATES: tuple[str, ...] = ("left of", "right of", "above", "below")
 OPPOSITE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}

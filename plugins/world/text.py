@@ -29,9 +29,9 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from plugins.world.config import COUNT_WORDS, GRAMMAR_WORDS, INSTRUCTION_WORDS, NUMBER_WORDS, OPEN_WORDS, WorldConfig
+from plugins.world.config import COUNT_WORDS, GRAMMAR_WORDS, INSTRUCTION_WORDS, NUMBER_WORDS, WorldConfig
 from plugins.world.scene import (
-    ATTRIBUTE_STREAM, CAPTION_STREAM, COUNT_STREAM, EXISTENCE_STREAM, OPEN_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
+    ATTRIBUTE_STREAM, CAPTION_STREAM, COUNT_STREAM, EXISTENCE_STREAM, OPPOSITE, RELATION_STREAM, SIZE_STREAM,
     Relation, Scene, SceneObject, SceneSampler, spatial_relations, stream_rng,
 )
 
@@ -76,10 +76,10 @@ def vocabulary(config: WorldConfig, extra: Iterable[str] = ()) -> list[str]:
 
     >>> vocab = vocabulary(WorldConfig())
     >>> vocab[:4], "star" in vocab, "phrase" in vocab, len(vocab)
-    (['.', '?', 'a', 'above'], True, True, 61)
+    (['.', '?', 'a', 'above'], True, True, 58)
     """
     words = set(GRAMMAR_WORDS) | set(INSTRUCTION_WORDS) | set(config.categories) | set(config.colors) | set(config.sizes)
-    words |= set(COUNT_WORDS) | set(count_words(config)) | set(OPEN_WORDS)
+    words |= set(COUNT_WORDS) | set(count_words(config))
     for item in extra:
         words.update(tokenize(item))
     return sorted(words)
@@ -578,40 +578,3 @@ def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio:
     qs += [ask(wrong[int(rng.integers(len(wrong)))], NO) for _ in range(n_no)]
     return _shuffled(qs, rng)
 
-
-OPEN_AXES: dict[str, tuple[str, str]] = {"left of": ("left", "right"), "right of": ("left", "right"),
-                                         "above": ("above", "below"), "below": ("above", "below")}
-"""A relation's axis as the two words an open relation question offers (its answer is the first word of the predicate)."""
-
-
-def open_questions(scene: Scene, config: WorldConfig, *, n: int = 3,
-                   rng: Optional[np.random.Generator] = None) -> list[Question]:
-    """Open training questions whose answer is one word: the colour, size or side of a named object.
-
-    ``"what colour is the star ?"`` -> ``"red"``, ``"what size is the star ?"`` -> ``"small"``,
-    ``"is the circle left or right of the square ?"`` -> ``"left"`` (unambiguous pairs only, as
-    :func:`relation_questions`). They are not a benchmark: training asks them so that the answer
-    must be read *from the named object* — a yes/no question gives one bit, and a model can
-    answer half of them without finding the object; naming the value gives a gradient toward
-    the object's own image tokens. Up to ``n`` of each kind (kind ``"open"``).
-
-    >>> from plugins.world import Scene, SceneObject
-    >>> s = Scene(seed=0, image_size=64, objects=(
-    ...     SceneObject("circle", "red", "small", x=4, y=25, extent=14),
-    ...     SceneObject("square", "blue", "large", x=40, y=22, extent=20)))
-    >>> sorted((q.text, q.answer) for q in open_questions(s, WorldConfig(), n=1))[0]
-    ('is the circle left or right of the square ?', 'left')
-    """
-    rng = rng if rng is not None else stream_rng(scene.seed, OPEN_STREAM)
-    objects, relations = list(scene.objects), list(scene.relations(config.relation_margin))
-    qs = [Question(f"what colour is the {o.category} ?", o.color, "open", "random", (o.category, o.color))
-          for o in _pick(objects, min(n, len(objects)), rng)]
-    qs += [Question(f"what size is the {o.category} ?", o.size, "open", "random", (o.category, o.size))
-           for o in _pick(objects, min(n, len(objects)), rng)]
-    for r in _pick(relations, min(n, len(relations)), rng):
-        first, second = OPEN_AXES[r.predicate]
-        answer = r.predicate.split()[0]
-        qs.append(Question(f"is the {r.subject} {first} or {second} of the {r.object} ?" if first == "left"
-                           else f"is the {r.subject} {first} or {second} the {r.object} ?", answer, "open", "random",
-                           tuple(r)))
-    return _shuffled(qs, rng)
