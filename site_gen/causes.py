@@ -122,8 +122,7 @@ def _bootstrap(exp: CauseExperiment, used: dict[tuple[str, str], list[ResultReco
                ) -> Optional[tuple[float, float, float, float]]:
     """(effect, low, high, p) in display units from the arms' predictions, or None when they cannot be read."""
     from plugins.api import result_path
-    from plugins.compare import ComparisonError, gap_effect, read_items
-    from plugins.compare import stable_seed  # one seed rule for every bootstrap of the project
+    from plugins.compare import ComparisonError, gap_effect, read_items, stable_seed  # stable_seed: one seed rule for every bootstrap
 
     def tables(arm: str, which: str) -> Optional[list]:
         out = []
