@@ -253,10 +253,7 @@ def compare_arms(method: Sequence[ItemTable], reference: Sequence[ItemTable], me
     single_seed = len(method) == 1 and len(reference) == 1
     if first.kind == "yesno" and single_seed and len(images) == len(first.keys):
         return mcnemar(method[0].correct, reference[0].correct)
-    sums_m = [_cluster_sums(t, metric, images) for t in method]
-    sums_r = [_cluster_sums(t, metric, images) for t in reference]
-    effect = cluster_bootstrap([s[0] for s in sums_m], [s[1] for s in sums_m], [s[0] for s in sums_r],
-                               [s[1] for s in sums_r], n_items=len(first.keys), n_boot=n_boot, seed=seed)
+    effect = gap_effect(method, reference, metric, what=what, n_boot=n_boot, seed=seed)
     if first.kind == "yesno":
         pairs = list(zip(method, _paired(reference, len(method))))
         b = sum(int((m.correct & ~r.correct).sum()) for m, r in pairs)
@@ -301,7 +298,8 @@ def _paired(reference: list[ItemTable], n: int) -> list[ItemTable]:
     return reference * n if len(reference) == 1 else reference
 
 
-def _stable_seed(*parts: str) -> int:
+def stable_seed(*parts: str) -> int:
+    """A bootstrap seed from names (method, reference, model, benchmark, ...): the same comparison always resamples alike."""
     return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:4], "big")
 
 
@@ -390,7 +388,7 @@ def compute_comparisons(pairs: Sequence[PairSpec], records: Sequence[ResultRecor
                 if any(metric not in t.num for t in m_tables + r_tables):
                     continue
                 eff = compare_arms(m_tables, r_tables, metric, what=what, n_boot=n_boot,
-                                   seed=_stable_seed(spec.method, spec.reference, m0.model, m0.benchmark, m0.split,
+                                   seed=stable_seed(spec.method, spec.reference, m0.model, m0.benchmark, m0.split,
                                                      protocol, metric))
                 if eff is None:
                     continue

@@ -122,8 +122,7 @@ def _bootstrap(exp: CauseExperiment, used: dict[tuple[str, str], list[ResultReco
                ) -> Optional[tuple[float, float, float, float]]:
     """(effect, low, high, p) in display units from the arms' predictions, or None when they cannot be read."""
     from plugins.api import result_path
-    from plugins.compare import ComparisonError, gap_effect, read_items
-    from plugins.compare import _stable_seed  # one seed rule for every bootstrap of the project
+    from plugins.compare import ComparisonError, gap_effect, read_items, stable_seed  # stable_seed: one seed rule for every bootstrap
 
     def tables(arm: str, which: str) -> Optional[list]:
         out = []
@@ -146,7 +145,7 @@ def _bootstrap(exp: CauseExperiment, used: dict[tuple[str, str], list[ResultReco
               "minus_metric": exp.minus.metric} if exp.minus is not None else {})
     try:
         e = gap_effect(parts[(exp.treated, "measure")], parts[(exp.control, "measure")], m.metric, what=what,
-                       seed=_stable_seed(exp.experiment, exp.treated, exp.control, m.benchmark, m.split, m.metric),
+                       seed=stable_seed(exp.experiment, exp.treated, exp.control, m.benchmark, m.split, m.metric),
                        **minus)
     except (ComparisonError, ValueError):
         return None
@@ -186,13 +185,13 @@ def cause_results(kb: KnowledgeBase, records: list[ResultRecord], stale_cells: f
                             used.append(index[(arm, m.benchmark, m.split, seed)])
                             arms_used.setdefault((arm, which), []).append(used[-1])
             interval, p = T_OVER_SEEDS, None
+            mean = low = high = None
             if rows:
-                mean, low, high = effect_interval([r.effect for r in rows])
                 boot = _bootstrap(exp, arms_used, results_dir) if results_dir is not None else None
                 if boot is not None:
                     (mean, low, high, p), interval = boot, BOOTSTRAP
-            else:
-                mean = low = high = None
+                else:  # the named fallback: Student's t over the seeds' differences
+                    mean, low, high = effect_interval([r.effect for r in rows])
             out.append(CauseResult(full, node, exp, rows, mean, low, high,
                                    verdict(exp.expect, low, high) if rows else "not run yet",
                                    any(r.cell in stale_cells for r in used), sorted({r.cell: r for r in used}.values(), key=lambda r: r.cell),

@@ -140,20 +140,27 @@ def _matrix(tmp_path, body: str):
     return load_matrix(path)
 
 
+SAMPLING_EXPERIMENT = """\
+protocols:
+  sampling: {decoding: sample}
+experiments:
+  - name: e
+    protocols: [common, sampling]
+    models: [alignscope-tiny-llava]
+    benchmarks: {world-pope: [random]}
+"""
+"""A matrix whose experiment ``e`` runs under the common and a sampling protocol; its methods and the rest follow."""
+
+
+def _sampling_matrix(tmp_path, methods: str, rest: str):
+    """:data:`SAMPLING_EXPERIMENT` with ``methods`` (a YAML flow mapping), then ``rest`` (YAML text at the file's indentation)."""
+    return _matrix(tmp_path, SAMPLING_EXPERIMENT + f"    methods: {methods}\n" + rest)
+
+
 def test_protocols_expand_into_cells_with_their_own_paths(tmp_path):
     from plugins.runner.matrix import expand_all
 
-    m = _matrix(tmp_path, """\
-        protocols:
-          sampling: {decoding: sample}
-        experiments:
-          - name: e
-            protocols: [common, sampling]
-            models: [alignscope-tiny-llava]
-            benchmarks: {world-pope: [random]}
-            methods: {vcd: {}}
-            seeds: [0, 1]
-        """)
+    m = _sampling_matrix(tmp_path, "{vcd: {}}", "    seeds: [0, 1]\n")
     cells, problems = expand_all(m)
     assert problems == []
     assert sorted(c.name for c in cells) == [
@@ -201,15 +208,7 @@ def test_bad_protocols_are_located(tmp_path):
 def test_paper_protocols_must_name_a_protocol_the_method_runs_under(tmp_path):
     from plugins.runner.matrix import expand_all
 
-    m = _matrix(tmp_path, """\
-        protocols:
-          sampling: {decoding: sample}
-        experiments:
-          - name: e
-            protocols: [common, sampling]
-            models: [alignscope-tiny-llava]
-            benchmarks: {world-pope: [random]}
-            methods: {baseline: {}, vcd: {}}
+    m = _sampling_matrix(tmp_path, "{baseline: {}, vcd: {}}", textwrap.dedent("""\
           - name: f
             models: [alignscope-tiny-llava]
             benchmarks: {world-pope: [random]}
@@ -220,7 +219,7 @@ def test_paper_protocols_must_name_a_protocol_the_method_runs_under(tmp_path):
           opera: {protocol: sampling, source: "shikiw/OPERA"}
           vdc: {protocol: sampling, source: "x/y"}
           icd: {protocol: beam, source: "x/y"}
-        """)
+        """))
     _, problems = expand_all(m)
     assert m.paper_protocols["vcd"].protocol == "sampling"
     assert any(":16: " in p and "no experiment runs 'opera' under 'sampling'" in p for p in problems), problems

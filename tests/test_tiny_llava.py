@@ -309,9 +309,9 @@ def test_quick_eval_scores_a_checkpoint(processor, tmp_path):
     assert set(results["pope"]) == {"random", "popular", "adversarial"}
     assert results["caption"]["n"] == 12 and 0 <= results["caption"]["chair_i"] <= 1
     assert -1 <= results["representation"]["cosine_margin_last"] <= 1
-    assert results["n_questions"] == 12 * 7  # yes/no questions only: 3 POPE, 2 attribute, 1 relation, 1 counting split
+    assert results["n_questions"] == 12 * 8  # yes/no questions only: 3 POPE, 3 attribute, 1 relation, 1 counting split
     assert 0 <= results["count"]["accuracy"] <= 1 and "| counting (general QA) |" in format_table(results)
-    assert set(results["attribute"]) == {"random", "adversarial"}
+    assert set(results["attribute"]) == {"random", "adversarial", "prior"}
     m = results["pope"]["random"]
     assert m["n"] == 12 and m["tp"] + m["fn"] == 6  # the first two POPE images: 3 yes + 3 no each
     assert set(results["attribute_kinds"]["random"]) == {"color", "size"}  # colour and size scored apart too

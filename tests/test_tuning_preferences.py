@@ -145,12 +145,17 @@ def test_negative_instructions_are_the_hard_ones_and_balanced():
     assert 0.4 <= sum(e.answer == "no" for e in questions) / len(questions) <= 0.6
     assert all(e.negative == (e.answer == "no") for e in negative)
     assert [e.answer for e in negative if e.kind == "caption"] == list(data.captions)
-    # the hard attribute negatives name the colour the shape usually has; random ones need not
+    # the hard attribute negatives name the colour (size) the shape usually has; random ones need not
     stats = WorldStats.estimate(WORLD, n=2000, split="train")
-    usual = {c: max(stats.color_counts[c], key=lambda k: stats.color_counts[c][k]) for c in WORLD.categories}
+    usual = {(kind, c): max(table[c], key=lambda k: table[c][k]) for kind, table in
+             (("colour", stats.color_counts), ("size", stats.size_counts)) for c in WORLD.categories}
     hard = [e for e in negative if e.kind == "attribute" and e.negative]
-    assert all(e.prompt.split()[3] == usual[e.prompt.split()[2]] or
-               data.scenes[e.image].get(e.prompt.split()[2]).color == usual[e.prompt.split()[2]] for e in hard)
+    assert {e.prompt.split()[3] in WORLD.sizes for e in hard} == {True, False}  # colours and sizes both
+    for e in hard:
+        _, _, shape, value, _ = e.prompt.split()
+        kind = "size" if value in WORLD.sizes else "colour"
+        obj = data.scenes[e.image].get(shape)
+        assert value == usual[kind, shape] or (obj.size if kind == "size" else obj.color) == usual[kind, shape]
 
     def partner_score(examples):  # how often the absent objects asked about were seen with the present ones
         asked = [(e.prompt.split()[3], data.scenes[e.image]) for e in examples if e.kind == "object" and e.negative]

@@ -15,10 +15,11 @@ from plugins.benchmarks.world_data import N_POPE_IMAGES, TEST_SET_VERSION, load_
 from plugins.registry import get_benchmark
 from plugins.world import SceneSampler, WorldConfig, scene_seed
 
-# The content of test set v2 for the default world (v1, the world before tiny sizes, fading, overlap and clutter, was
-# 8360ac0f0681529900c5d3c657e6aa93ae57d8d73701ee3ba2f21a7bbba5a201): question files, ground truth and decoded pixels.
+# The content of test set v3 for the default world: question files, ground truth and decoded pixels. (v1, the world
+# before tiny sizes, fading, overlap and clutter, was 8360ac0f0681529900c5d3c657e6aa93ae57d8d73701ee3ba2f21a7bbba5a201;
+# v2, before the prior-colour split, 8c14b17b6579b0bcf0db7c57ed2a15f93cfd696309325c405cfd1c36ec2166c3.)
 # If a change to plugins/world alters it, the change must come with a new TEST_SET_VERSION (and this pin).
-PINNED_V2 = "8c14b17b6579b0bcf0db7c57ed2a15f93cfd696309325c405cfd1c36ec2166c3"
+PINNED_V3 = "80d880432bb35e1a3f2d5cea5d7c46e8efd43abdd778c831d5da45c3dd08b26c"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,8 @@ def content_sha256(root: Path) -> str:
 
 
 def test_the_default_test_set_is_pinned(ts):
-    assert TEST_SET_VERSION == "v2"
-    assert content_sha256(ts.root) == PINNED_V2
+    assert TEST_SET_VERSION == "v3"
+    assert content_sha256(ts.root) == PINNED_V3
 
 
 def test_pope_protocol_500_images_3_present_3_absent_each(ts):
@@ -70,6 +71,24 @@ def test_adversarial_negatives_co_occur_more_than_random_ones(ts):
     assert partner_share(splits["adversarial"]) > partner_share(splits["random"]) + 0.2
 
 
+def test_the_prior_split_asks_the_usual_colour_of_shapes_drawn_in_another(ts):
+    """Knowledge conflict: each object is asked its true colour (yes) and its shape's usual colour (no)."""
+    from plugins.benchmarks.world import prior_consistent
+    from plugins.benchmarks.world_data import N_PRIOR_OBJECTS
+    from plugins.world import usual_color
+
+    world, scenes = WorldConfig(), ts.scenes()
+    questions = load_pope_splits(ts.root / "attribute", ts.root / "images", ("prior",))["prior"].questions
+    assert len(questions) == 2 * N_PRIOR_OBJECTS and Counter(q.label for q in questions) == Counter(yes=250, no=250)
+    for q in questions:
+        _, _, category, colour, _ = q.text.split()
+        obj = scenes[q.image].get(category)
+        usual = usual_color(category, world)
+        assert usual is not None and obj.color != usual
+        assert colour == (obj.color if q.label == "yes" else usual), q
+        assert prior_consistent(q.text, scenes[q.image], world) is (q.label == "no")
+
+
 def test_test_scenes_are_not_training_scenes(ts):
     test_seeds = {s.seed for s in ts.scenes().values()}
     train_seeds = {scene_seed("train", i) for i in range(20000)}
@@ -81,7 +100,7 @@ def test_test_scenes_are_not_training_scenes(ts):
 def test_probes_are_balanced_and_true(ts):
     scenes, ts_world = ts.scenes(), WorldConfig()
     attr = get_benchmark("world-attribute")(data_dir=ts.root.parent)
-    for split in attr.splits:
+    for split in ("random", "adversarial"):  # the prior split has a test of its own
         items = attr.items(split)
         assert len(items) == 2000 and sum(i.label == "yes" for i in items) == 1000  # 500 scenes x (2 colour + 2 size)
         kinds = Counter()

@@ -7,7 +7,7 @@ parser, one set of metrics).
 
 >>> from plugins.registry import get_benchmark
 >>> get_benchmark("world-attribute").splits
-('random', 'adversarial')
+('random', 'adversarial', 'prior')
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from plugins.benchmarks.pope_files import POPE_SPLITS
 from plugins.benchmarks.world_data import ATTRIBUTE_SPLITS, COUNT_SPLITS, RELATION_SPLITS, WorldBenchmark
 from plugins.benchmarks.yesno import YesNoBenchmark
 from plugins.registry import register_benchmark
-from plugins.world import Scene, WorldConfig
+from plugins.world import Scene, WorldConfig, usual_color
 
 PRIOR_COUNTS = ("negatives", "prior_negatives", "false_yes", "prior_false_yes")
 """Counts in the object and attribute probes' metrics: the "no" questions, those whose false content
@@ -49,8 +49,7 @@ def prior_consistent(question: str, scene: Scene, world: WorldConfig) -> Optiona
         present = set(scene.categories)
         return any(words[3] in g.categories and present & (set(g.categories) - {words[3]}) for g in world.cooccurrence)
     if words[:2] == ["is", "the"] and len(words) >= 4 and words[2] in world.categories and words[3] in world.colors:
-        prior = world.attribute_priors.get(words[2])
-        return bool(prior) and words[3] == max(prior, key=lambda c: (prior[c], c))
+        return words[3] == usual_color(words[2], world)
     return None
 
 
@@ -88,7 +87,11 @@ class WorldPope(WorldYesNo):
 
 @register_benchmark("world-attribute")
 class WorldAttribute(WorldYesNo):
-    """Colour and size questions on the synthetic world; false values random or the shape's usual one (adversarial)."""
+    """Colour and size questions on the synthetic world; false values random or the shape's usual one (adversarial).
+
+    The ``prior`` split asks only colours, of shapes drawn against their colour prior: the true colour
+    and the usual one (knowledge conflict; :func:`plugins.world.prior_color_questions`).
+    """
 
     name = "world-attribute"
     splits = ATTRIBUTE_SPLITS

@@ -7,7 +7,8 @@ stream (training only ever sees the ``train`` stream) and written once to
     images/world_test_000000.png ...      the rendered scenes (byte-stable PNG)
     scenes.jsonl                          exact ground truth: objects, colours, sizes, boxes
     pope/{random,popular,adversarial}.jsonl      object existence, POPE protocol
-    attribute/{random,adversarial}.jsonl         colour questions
+    attribute/{random,adversarial}.jsonl         colour and size questions
+    attribute/prior.jsonl                        colour questions against the shape's usual colour (since v3)
     relation/opposite.jsonl                      spatial-relation questions
     count/all.jsonl                              counting questions (general QA, since v2)
     caption/all.jsonl                            "describe the image ." prompts
@@ -30,7 +31,11 @@ stream (what a model could have learned them from).
 :data:`N_PROBE_IMAGES` test scenes: two colour questions per scene, one true and one false, the
 false colour either random or the colour the shape usually has (*adversarial*: a
 knowledge-conflict probe), then (since v2) two size questions, one true and one false, the false
-size random or the size most frequent for the shape; two relation questions per scene with an unambiguous pair, one true and
+size random or the size most frequent for the shape. The *prior* split (since v3) asks only the
+knowledge-conflict case, which the adversarial split meets rarely (a shape with a colour prior drawn
+in another colour): scanning the test scenes from the first, for each of the first
+:data:`N_PRIOR_OBJECTS` such objects its true colour (yes) and its usual colour (no)
+(:func:`plugins.world.prior_color_questions`). Two relation questions per scene with an unambiguous pair, one true and
 its opposite (*opposite*). **Counting** (since v2): two questions per probe scene, the true number
 of objects and one more or one fewer — general question answering, about no misalignment level,
 to see what a mitigation costs elsewhere. **Captions**: the first :data:`N_CAPTION_IMAGES` probe scenes, scored
@@ -56,19 +61,21 @@ from plugins.benchmarks.questions import QuestionFileBenchmark
 from plugins.files import file_sha256, write_atomic
 from plugins.world import (
     CAPTION_PROMPT, Scene, SceneSampler, WorldConfig, WorldStats, attribute_questions, count_questions, encode_png,
-    existence_questions, relation_questions, render, size_questions,
+    existence_questions, prior_color_questions, relation_questions, render, size_questions,
 )
 
 __all__ = ["TEST_SET_VERSION", "WorldTestSet", "build_test_set", "load_test_set", "WorldConfigOption", "WorldBenchmark",
            "ATTRIBUTE_SPLITS", "RELATION_SPLITS", "COUNT_SPLITS", "CAPTION_SPLITS"]
 
-TEST_SET_VERSION = "v2"
+TEST_SET_VERSION = "v3"
 N_POPE_IMAGES = 500  # as POPE: 500 images x 6 questions = 3,000 questions per split
 MIN_POPE_OBJECTS = 3  # POPE's images have at least three ground-truth objects
 N_PROBE_IMAGES = 500  # attribute and relation probes: first 500 test scenes (2 questions each)
 N_CAPTION_IMAGES = 200  # captioning: first 200 probe scenes
 STATS_SCENES = 2000  # train scenes counted for popular / adversarial negatives
-ATTRIBUTE_SPLITS = ("random", "adversarial")
+N_PRIOR_OBJECTS = 250  # prior split: objects drawn against their shape's colour prior (2 questions each)
+PRIOR_SCAN_SCENES = 20000  # test scenes scanned for them at most (the default world needs 1,831)
+ATTRIBUTE_SPLITS = ("random", "adversarial", "prior")
 RELATION_SPLITS = ("opposite",)
 COUNT_SPLITS = ("all",)
 TEST_SET_FOLDERS = ("images", "pope", "attribute", "relation", "count", "caption")
@@ -150,7 +157,7 @@ def build_test_set(world: WorldConfig, root: Path) -> Path:
     for index in range(N_PROBE_IMAGES):
         scene = sampler.sample_split("test", index)
         image = image_of(index, scene)
-        for split in ATTRIBUTE_SPLITS:
+        for split in ("random", "adversarial"):
             qs = (attribute_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5)
                   + size_questions(scene, world, strategy=split, n=2, stats=stats, yes_ratio=0.5))
             attr_rows[split] += [(image, q.text, q.answer) for q in qs]
@@ -158,6 +165,16 @@ def build_test_set(world: WorldConfig, root: Path) -> Path:
         count_rows += [(image, q.text, q.answer) for q in count_questions(scene, world, n=2, yes_ratio=0.5)]
         if index < N_CAPTION_IMAGES:
             cap_rows.append((image, CAPTION_PROMPT, "yes"))  # label unused: captions are scored against scenes.jsonl
+    # The prior split: the first N_PRIOR_OBJECTS objects of the test stream drawn against their colour prior.
+    # A world whose priors are rare or absent yields fewer (the scan stops after PRIOR_SCAN_SCENES scenes).
+    index = 0
+    while len(attr_rows["prior"]) < 2 * N_PRIOR_OBJECTS and index < PRIOR_SCAN_SCENES:
+        scene = sampler.sample_split("test", index)
+        qs = prior_color_questions(scene, world)[:2 * N_PRIOR_OBJECTS - len(attr_rows["prior"])]
+        if qs:
+            image = image_of(index, scene)
+            attr_rows["prior"] += [(image, q.text, q.answer) for q in qs]
+        index += 1
     for split, rows in attr_rows.items():
         write(f"attribute/{split}.jsonl", rows)
     write("relation/opposite.jsonl", rel_rows)

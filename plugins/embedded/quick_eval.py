@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from plugins.api import RATE_METRICS
 from plugins.benchmarks.pope import PARSER_NAME, pope_metrics
 from plugins.benchmarks.pope_files import POPE_SPLITS
+from plugins.benchmarks.world_data import ATTRIBUTE_SPLITS
 from plugins.world import SceneSampler, WorldConfig, render_batch
 
 EVAL_SPLIT = "test"  # the world's held-out scene stream
@@ -131,8 +132,8 @@ def pope_gap(results: dict[str, Any]) -> float:
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, float, float, float]]:
     """``(probe, accuracy %, F1 %, yes-ratio)`` rows for a printed table or the model card."""
     rows = [(f"POPE {s}", results["pope"][s]) for s in POPE_SPLITS]
-    rows += [(f"attribute ({s})", results["attribute"][s]) for s in ("random", "adversarial")]
-    for split in ("random", "adversarial"):
+    rows += [(f"attribute ({s})", results["attribute"][s]) for s in ATTRIBUTE_SPLITS if s in results["attribute"]]
+    for split in ATTRIBUTE_SPLITS:
         for kind, metrics in sorted(results.get("attribute_kinds", {}).get(split, {}).items()):
             rows.append((f"attribute ({split}), {'colour' if kind == 'color' else kind} only", metrics))
     rows += [("relation (opposite)", results["relation"])]

@@ -145,7 +145,8 @@ def train_lrv(model: "LlavaAdapter", config: Any, progress: bool = True) -> dict
 
 def world_instructions(data: "WorldData", world: "WorldConfig", counts: tuple[int, int, int], caption_share: float,
                        seed: int) -> list["Instruction"]:
-    """Per scene of ``data``: its noisy caption (probability ``caption_share``) or ``counts`` yes/no questions.
+    """Per scene of ``data``: its noisy caption (probability ``caption_share``) or ``counts`` yes/no questions
+    (object, attribute, relation; the attribute count asks that many colour and that many size questions).
 
     Questions use random negatives and the world's ``yes_ratio``; captions the world's caption noise.
 
@@ -157,7 +158,9 @@ def world_instructions(data: "WorldData", world: "WorldConfig", counts: tuple[in
     {'yes'}
     """
     from plugins.tuning.instructions import Instruction
-    from plugins.world import CAPTION_PROMPT, attribute_questions, existence_questions, noisy_caption, relation_questions
+    from plugins.world import (
+        CAPTION_PROMPT, attribute_questions, existence_questions, noisy_caption, relation_questions, size_questions,
+    )
 
     rng = np.random.default_rng(seed)
     out: list[Instruction] = []
@@ -169,6 +172,7 @@ def world_instructions(data: "WorldData", world: "WorldConfig", counts: tuple[in
             continue
         questions = (existence_questions(scene, world, strategy="random", n=n_obj)
                      + attribute_questions(scene, world, strategy="random", n=n_attr)
+                     + size_questions(scene, world, strategy="random", n=n_attr)
                      + relation_questions(scene, world, n=n_rel))
         out += [Instruction(i, q.text, q.answer, q.kind, q.answer == "no") for q in questions]
     return out

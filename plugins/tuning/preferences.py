@@ -62,7 +62,7 @@ import numpy as np
 from plugins.benchmarks.pope import parse_pope_answer
 from plugins.world import (
     CAPTION_PROMPT, STRATEGIES, Question, Scene, SceneObject, SceneSampler, WorldConfig, WorldStats, attribute_questions, caption,
-    existence_questions, object_phrase, parse_caption, relation_questions, spatial_relations,
+    existence_questions, object_phrase, parse_caption, relation_questions, size_questions, spatial_relations,
 )
 
 if TYPE_CHECKING:
@@ -140,7 +140,11 @@ def tuning_questions(scene: Scene, index: int, world: WorldConfig, stats: WorldS
 def balanced_questions(scene: Scene, world: WorldConfig, stats: WorldStats, counts: tuple[int, int, int], *,
                        object_strategy: str, attribute_strategy: str) -> list[Question]:
     """``counts`` = (object, attribute, relation) yes/no questions about ``scene``, half yes where it allows,
-    with the given negative-sampling strategies (object: POPE's; attribute: random or adversarial)."""
+    with the given negative-sampling strategies (object: POPE's; attribute: random or adversarial).
+
+    The attribute count applies to each of the world's two attributes: that many colour and that many
+    size questions (the benchmark's attribute splits ask both).
+    """
     n_object, n_attribute, n_relation = counts
     questions: list[Question] = []
     if n_object:
@@ -148,6 +152,8 @@ def balanced_questions(scene: Scene, world: WorldConfig, stats: WorldStats, coun
     if n_attribute:
         questions += attribute_questions(scene, world, strategy=attribute_strategy, n=n_attribute, stats=stats,
                                          yes_ratio=0.5)
+        questions += size_questions(scene, world, strategy=attribute_strategy, n=n_attribute, stats=stats,
+                                    yes_ratio=0.5)
     if n_relation:
         questions += relation_questions(scene, world, n=n_relation, yes_ratio=0.5)
     return questions

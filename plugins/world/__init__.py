@@ -51,7 +51,7 @@ from plugins.world.scene import (
 from plugins.world.text import (
     CAPTION_PROMPT, INSTRUCTION_SUFFIXES, STRATEGIES, MentionedObject, NoisyCaption, ParsedCaption, Question, WorldStats,
     attribute_questions, caption, existence_questions, noisy_caption, object_phrase, parse_caption,
-    relation_questions, size_questions, count_questions, count_words, instruction_text, split_counts, tokenize, vocabulary,
+    relation_questions, size_questions, count_questions, prior_color_questions, usual_color, count_words, instruction_text, split_counts, tokenize, vocabulary,
 )
 
 __all__ = [
@@ -66,5 +66,5 @@ __all__ = [
     "caption", "noisy_caption", "NoisyCaption", "object_phrase", "parse_caption", "ParsedCaption", "MentionedObject",
     "existence_questions", "attribute_questions", "relation_questions", "Question", "STRATEGIES", "split_counts",
     "WorldStats", "vocabulary", "tokenize", "CAPTION_PROMPT", "size_questions", "INSTRUCTION_SUFFIXES",
-    "instruction_text", "count_questions", "count_words",
+    "instruction_text", "count_questions", "prior_color_questions", "usual_color", "count_words",
 ]

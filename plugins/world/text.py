@@ -509,6 +509,41 @@ def _value_questions(scene: Scene, config: WorldConfig, values: Sequence[str], v
     return _shuffled(qs, rng)
 
 
+def usual_color(category: str, config: WorldConfig) -> Optional[str]:
+    """The colour ``category`` most likely has under ``config.attribute_priors`` (ties: the later name); ``None`` without a prior.
+
+    >>> usual_color("star", WorldConfig()), usual_color("bar", WorldConfig())
+    ('yellow', None)
+    """
+    prior = config.attribute_priors.get(category)
+    return max(prior, key=lambda c: (prior[c], c)) if prior else None
+
+
+def prior_color_questions(scene: Scene, config: WorldConfig) -> list[Question]:
+    """Knowledge-conflict colour questions: for each object whose colour is *not* its shape's usual one, two questions.
+
+    The usual colour is the most likely one under ``config.attribute_priors`` (the prior
+    :func:`plugins.benchmarks.world.prior_consistent` reads). A star drawn blue, when stars are
+    yellow nine times in ten, gets ``"is the star blue ?"`` (yes) and ``"is the star yellow ?"``
+    (no): the second names what the language prior expects and the image contradicts. Objects of
+    shapes without a prior, or drawn in their usual colour, get none. Kind ``"attribute"``,
+    strategy ``"prior"``; in object order, the "yes" question first.
+
+    >>> from plugins.world import Scene, SceneObject
+    >>> s = Scene(seed=0, image_size=64, objects=(SceneObject("star", "blue", "small", x=4, y=4, extent=14),
+    ...     SceneObject("heart", "red", "small", x=40, y=4, extent=14), SceneObject("bar", "red", "small", x=4, y=40, extent=14)))
+    >>> [(q.text, q.answer) for q in prior_color_questions(s, WorldConfig())]
+    [('is the star blue ?', 'yes'), ('is the star yellow ?', 'no')]
+    """
+    qs = []
+    for o in scene.objects:
+        usual = usual_color(o.category, config)
+        if usual is not None and o.color != usual:
+            qs += [Question(f"is the {o.category} {o.color} ?", YES, "attribute", "prior", (o.category, o.color)),
+                   Question(f"is the {o.category} {usual} ?", NO, "attribute", "prior", (o.category, usual))]
+    return qs
+
+
 def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio: Optional[float] = None,
                     rng: Optional[np.random.Generator] = None) -> list[Question]:
     """Counting questions ("are there three objects in the image ?"): general question answering.
@@ -542,3 +577,4 @@ def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio:
     qs = [ask(k, YES) for _ in range(n_yes)]
     qs += [ask(wrong[int(rng.integers(len(wrong)))], NO) for _ in range(n_no)]
     return _shuffled(qs, rng)
+
