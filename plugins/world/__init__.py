@@ -51,7 +51,8 @@ from plugins.world.scene import (
 from plugins.world.text import (
     CAPTION_PROMPT, INSTRUCTION_SUFFIXES, STRATEGIES, MentionedObject, NoisyCaption, ParsedCaption, Question, WorldStats,
     attribute_questions, caption, existence_questions, noisy_caption, object_phrase, parse_caption,
-    relation_questions, size_questions, count_questions, prior_color_questions, usual_color, count_words, instruction_text, split_counts, tokenize, vocabulary,
+    relation_questions, size_questions, count_questions, prior_color_questions, usual_color, count_words, instruction_text,
+    split_counts, tokenize, vocabulary,
 )
 
 __all__ = [

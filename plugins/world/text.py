@@ -577,4 +577,3 @@ def count_questions(scene: Scene, config: WorldConfig, *, n: int = 2, yes_ratio:
     qs = [ask(k, YES) for _ in range(n_yes)]
     qs += [ask(wrong[int(rng.integers(len(wrong)))], NO) for _ in range(n_no)]
     return _shuffled(qs, rng)
-
